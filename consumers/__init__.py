@@ -1,0 +1,1 @@
+"""consumers role family (see DESIGN.md)."""

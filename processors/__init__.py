@@ -1,0 +1,1 @@
+"""processors role family (see DESIGN.md)."""

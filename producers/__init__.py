@@ -1,0 +1,1 @@
+"""producers role family (see DESIGN.md)."""
