@@ -1,0 +1,1 @@
+"""Embedded services for development and tests: Kafka-protocol broker, PostgreSQL, the dev stack."""

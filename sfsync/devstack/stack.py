@@ -1,0 +1,100 @@
+"""``sfsync dev``: the whole pipeline on one machine, with embedded services.
+
+Contract: :meth:`DevStack.start` returns once every service answers, after
+writing ``state_dir/endpoints.json`` (where everything runs) and
+``state_dir/sfsync.yaml`` (the effective config, usable with ``--config`` by
+every other command). :meth:`DevStack.stop` stops every child; children also
+die with this process (parent-death signal), so nothing is left behind on
+Ctrl-C, SIGTERM or a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sfsync.config import SfsyncConfig, build_config
+from sfsync.devstack.broker import EmbeddedBroker
+from sfsync.devstack.postgres import EmbeddedPostgres
+from sfsync.kafka.topics import TopicReport, apply_topics
+
+# Dev/test tuning (NOTES.md): a consumer-group join waits ~half the session
+# timeout, and this broker answers a fetch only when its max wait runs out.
+DEV_KAFKA = {
+    "replication_factor": 1,
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 500,
+    "fetch_wait_max_ms": 10,
+}
+
+
+@dataclass
+class Endpoints:
+    """What ``endpoints.json`` holds; later services add their keys."""
+
+    kafka: str
+    postgres: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kafka": self.kafka, "postgres": self.postgres, **self.extra}
+
+
+def effective_config(base: dict[str, Any], endpoints: Endpoints) -> dict[str, Any]:
+    """The user's raw config with the dev stack's addresses and dev tuning laid over it."""
+    data = json.loads(json.dumps(base))  # deep copy of plain YAML data
+    kafka = data.setdefault("kafka", {})
+    kafka.update(DEV_KAFKA)
+    kafka["bootstrap_servers"] = endpoints.kafka
+    kafka.setdefault("partitions", 3)
+    data.setdefault("postgres", {})["dsn"] = endpoints.postgres
+    return data
+
+
+class DevStack:
+    """The embedded broker + PostgreSQL (+ later the emulator and every role)."""
+
+    def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None) -> None:
+        self.state_dir = state_dir
+        self.base_config = base_config or {}
+        self.broker = EmbeddedBroker(log_path=state_dir / "broker.log")
+        self.postgres = EmbeddedPostgres(state_dir / "pgdata")
+        self.config: SfsyncConfig | None = None
+        self.topic_reports: list[TopicReport] = []
+        self.endpoints: Endpoints | None = None
+
+    def start(self) -> Endpoints:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            kafka = self.broker.start()
+            dsn = self.postgres.start()
+            endpoints = Endpoints(kafka=kafka, postgres=dsn)
+            raw = effective_config(self.base_config, endpoints)
+            self.config = build_config(raw, "dev stack config")
+            self.topic_reports = apply_topics(self.config)
+            self._write(self.state_dir / "sfsync.yaml", yaml.safe_dump(raw, sort_keys=False))
+            self._write(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = endpoints
+        return endpoints
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        """Write atomically with owner-only permissions (the effective config may hold dev secrets)."""
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    def stop(self) -> None:
+        self.postgres.stop()
+        self.broker.stop()
+        (self.state_dir / "endpoints.json").unlink(missing_ok=True)

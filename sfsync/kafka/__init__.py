@@ -1,0 +1,1 @@
+"""Kafka plumbing: client settings from config, the topic catalogue, producer/consumer wrappers."""

@@ -1,0 +1,216 @@
+"""The topic catalogue (every topic sfsync uses, built from config) and ``topics apply``.
+
+Contract of :func:`apply_topics`: creates what is missing, reports — never
+changes — existing topics whose partition count or managed configs differ,
+never deletes anything. Running it twice is a no-op (the second run reports
+every topic as ``ok``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from sfsync.config import SfsyncConfig
+from sfsync.kafka.settings import admin_settings
+
+SINKS = ("postgres", "salesforce")
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as sfsync wants it."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Resolved topic names for one prefix; roles take names from here, never from literals."""
+
+    prefix: str
+
+    def _n(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    @property
+    def changes_inbound(self) -> str:
+        return self._n("changes.inbound")
+
+    @property
+    def changes_outbound(self) -> str:
+        return self._n("changes.outbound")
+
+    @property
+    def apply_local(self) -> str:
+        return self._n("apply.local")
+
+    @property
+    def apply_salesforce(self) -> str:
+        return self._n("apply.salesforce")
+
+    def retry(self, sink: str, tier: str) -> str:
+        return self._n(f"retry.{sink}.{tier}")
+
+    def dlq(self, sink: str) -> str:
+        return self._n(f"dlq.{sink}")
+
+    @property
+    def status(self) -> str:
+        return self._n("status")
+
+    @property
+    def control(self) -> str:
+        return self._n("control")
+
+    @property
+    def offsets(self) -> str:
+        return self._n("offsets")
+
+    @property
+    def links(self) -> str:
+        return self._n("links")
+
+    @property
+    def metrics(self) -> str:
+        return self._n("metrics")
+
+    @property
+    def alerts(self) -> str:
+        return self._n("alerts")
+
+
+def catalogue(cfg: SfsyncConfig) -> list[TopicSpec]:
+    """Every topic sfsync needs, in a stable order."""
+    names = TopicNames(cfg.kafka.topic_prefix)
+    p = cfg.kafka.partitions
+    keep = {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.retention_ms)}
+    compact = {"cleanup.policy": "compact"}
+    specs = [
+        TopicSpec(names.changes_inbound, p, keep, "Salesforce CDC changes, one envelope per record"),
+        TopicSpec(names.changes_outbound, p, keep, "PostgreSQL outbox changes"),
+        TopicSpec(names.apply_local, p, keep, "commands for the PostgreSQL sink"),
+        TopicSpec(names.apply_salesforce, p, keep, "commands for the Salesforce sink"),
+    ]
+    for sink in SINKS:
+        specs += [
+            TopicSpec(names.retry(sink, t.name), p, keep, f"{sink} sink retry after {t.delay_ms} ms")
+            for t in cfg.retry.tiers
+        ]
+        specs.append(TopicSpec(names.dlq(sink), p, keep, f"{sink} sink dead letters"))
+    specs += [
+        TopicSpec(names.status, p, compact, "latest sync state per record"),
+        TopicSpec(names.links, p, compact, "Salesforce id <-> local key links"),
+        TopicSpec(names.control, 1, compact, "direction pause/resume"),
+        TopicSpec(names.offsets, 1, compact, "CDC replay positions per channel"),
+        TopicSpec(names.metrics, 1, keep, "metric samples"),
+        TopicSpec(names.alerts, 1, keep, "alerts"),
+    ]
+    return specs
+
+
+class TopicState(StrEnum):
+    OK = "ok"
+    CREATED = "created"
+    MISMATCH = "mismatch"
+    MISSING = "missing"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class TopicReport:
+    """What ``topics apply``/``topics list`` found for one catalogue entry."""
+
+    spec: TopicSpec
+    state: TopicState
+    actual_partitions: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _admin(cfg: SfsyncConfig) -> AdminClient:
+    return AdminClient(admin_settings(cfg.kafka))
+
+
+def _existing_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
+    md = admin.list_topics(timeout=timeout)
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+
+def _describe(admin: AdminClient, names: Iterable[str], timeout: float) -> dict[str, dict[str, str]]:
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+    if not resources:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            entries = fut.result(timeout=timeout)
+        except KafkaException:
+            out[res.name] = {}
+            continue
+        out[res.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+    return out
+
+
+def _compare(spec: TopicSpec, partitions: int, configs: dict[str, str]) -> list[str]:
+    problems: list[str] = []
+    if partitions != spec.partitions:
+        problems.append(f"partitions: broker has {partitions}, catalogue wants {spec.partitions}")
+    for key, want in spec.config.items():
+        have = configs.get(key)
+        if have is not None and have != want:
+            problems.append(f"{key}: broker has {have}, catalogue wants {want}")
+    return problems
+
+
+def inspect_topics(cfg: SfsyncConfig, timeout: float = 10.0) -> list[TopicReport]:
+    """Compare the catalogue with the broker without changing anything."""
+    admin = _admin(cfg)
+    existing = _existing_partitions(admin, timeout)
+    specs = catalogue(cfg)
+    configs = _describe(admin, [s.name for s in specs if s.name in existing], timeout)
+    reports: list[TopicReport] = []
+    for spec in specs:
+        if spec.name not in existing:
+            reports.append(TopicReport(spec, TopicState.MISSING))
+            continue
+        problems = _compare(spec, existing[spec.name], configs.get(spec.name, {}))
+        state = TopicState.MISMATCH if problems else TopicState.OK
+        reports.append(TopicReport(spec, state, existing[spec.name], problems))
+    return reports
+
+
+def apply_topics(cfg: SfsyncConfig, timeout: float = 30.0) -> list[TopicReport]:
+    """Create missing topics; report mismatched ones; never delete or alter."""
+    reports = inspect_topics(cfg, timeout)
+    missing = [r for r in reports if r.state is TopicState.MISSING]
+    if missing:
+        admin = _admin(cfg)
+        new = [
+            NewTopic(
+                r.spec.name,
+                num_partitions=r.spec.partitions,
+                replication_factor=cfg.kafka.replication_factor,
+                config=dict(r.spec.config),
+            )
+            for r in missing
+        ]
+        futures = admin.create_topics(new, request_timeout=timeout)
+        for r in missing:
+            try:
+                futures[r.spec.name].result(timeout=timeout)
+                r.state, r.actual_partitions = TopicState.CREATED, r.spec.partitions
+            except KafkaException as e:
+                err = e.args[0]
+                if err.name() == "TOPIC_ALREADY_EXISTS":  # raced with another replica: fine
+                    r.state, r.actual_partitions = TopicState.OK, r.spec.partitions
+                else:
+                    r.state = TopicState.FAILED
+                    r.problems.append(f"create failed: {err.str()}")
+    return reports
