@@ -1,0 +1,781 @@
+"""The records that travel on sfsync's topics, as Python dataclasses.
+
+Each dataclass mirrors one Avro schema in ``schemas/`` (namespace ``io.sfsync``):
+
+=================  ====================  ==========================================
+dataclass          schema file           topics
+=================  ====================  ==========================================
+``ChangeEvent``    change_event.avsc     ``sfsync.changes.inbound|outbound``
+``ApplyCommand``   apply_command.avsc    ``sfsync.apply.<sink>``, retry tiers, DLQ
+``RecordStatus``   record_status.avsc    ``sfsync.status`` (compacted)
+``MetricSample``   metric_sample.avsc    ``sfsync.metrics``
+``Alert``          alert.avsc            ``sfsync.alerts``
+``ControlRecord``  control_record.avsc   ``sfsync.control`` (compacted)
+=================  ====================  ==========================================
+
+Contracts (shared by every role):
+
+* Records are frozen, slotted, keyword-only dataclasses. Enum fields accept the
+  ``StrEnum`` member or its string value (coerced on construction; unknown values
+  raise ``ValueError``). List fields are stored as lists.
+* Every timestamp is a timezone-aware ``datetime``; it is normalised to UTC on
+  construction. A naive datetime raises ``ValueError`` naming the field.
+* Field values (``ChangeEvent.values``, ``ApplyCommand.values``) hold plain Python
+  values of the types in ``FieldPyValue``; they are checked on construction
+  (unsupported types raise ``TypeError``, naive datetimes ``ValueError``, both
+  naming the field) and converted to/from the Avro ``FieldValue`` union by the pure
+  functions ``encode_value`` / ``decode_value``:
+
+  ======================  =================================  ============================
+  Python                  FieldValue.value                   FieldValue.logical
+  ======================  =================================  ============================
+  None                    null                               null
+  bool                    boolean                            null
+  int in [-2**63, 2**63)  long                               null
+  other int               string, base 10                    bigint
+  float                   double (NaN, +-inf, -0.0 kept)     null
+  str                     string                             null
+  bytes                   bytes (bytearray/memoryview too)   null
+  Decimal                 string, ``str(d)`` (exact)         decimal
+  datetime (aware only)   string, ``isoformat()`` w/ offset  datetime
+  date                    string, ``isoformat()``            date
+  time                    string, ``isoformat()``            time
+  ======================  =================================  ============================
+
+  ``decode_value(encode_value(v))`` gives back an equal value of the same type.
+  UTC offsets with fractions of a second (never seen in real data, and not parsed back
+  by Python 3.11) are rejected with ``ValueError``.
+  A datetime/time comes back with a fixed-offset ``timezone`` of the same offset
+  (the original tzinfo object, e.g. a ``ZoneInfo``, is not carried).
+* ``to_avro()`` returns the dict fastavro writes for the record's schema;
+  ``from_avro(d)`` builds the record from the dict fastavro reads (raising
+  ``ValueError``/``TypeError``/``KeyError`` on inconsistent data; ``sfsync.serde``
+  turns those into ``DecodeError``).
+* Record keys (Kafka message keys, status keys) come from ``record_key``:
+  ``{object}:{sfid}`` once the record is linked, ``{object}:local:{pk}`` before.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Protocol, Self, TypeAlias
+
+__all__ = [
+    "INT32_MAX",
+    "INT64_MAX",
+    "INT64_MIN",
+    "RECORD_TYPES",
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
+    "ApplyCommand",
+    "ApplyOperation",
+    "ApplyTarget",
+    "AvroRecord",
+    "ChangeEvent",
+    "ControlAction",
+    "ControlRecord",
+    "Direction",
+    "FieldPyValue",
+    "Logical",
+    "MetricSample",
+    "Operation",
+    "Record",
+    "RecordStatus",
+    "Source",
+    "SyncState",
+    "decode_value",
+    "decode_values",
+    "encode_value",
+    "encode_values",
+    "new_id",
+    "parse_record_key",
+    "record_key",
+    "utcnow",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+FieldPyValue: TypeAlias = bool | int | float | str | bytes | Decimal | date | datetime | time | None
+"""A field value as the rest of sfsync sees it (``datetime`` must be timezone-aware)."""
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Source(enum.StrEnum):
+    """Where a change was captured."""
+
+    SALESFORCE = "salesforce"
+    POSTGRES = "postgres"
+
+
+class Direction(enum.StrEnum):
+    """inbound = Salesforce -> PostgreSQL; outbound = PostgreSQL -> Salesforce."""
+
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Operation(enum.StrEnum):
+    """What happened at the source. ``gap``: events were lost, re-read the record."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    UNDELETE = "undelete"
+    SNAPSHOT = "snapshot"
+    GAP = "gap"
+
+
+class ApplyTarget(enum.StrEnum):
+    """Which sink must execute an ``ApplyCommand``."""
+
+    LOCAL = "local"
+    SALESFORCE = "salesforce"
+
+
+class ApplyOperation(enum.StrEnum):
+    """What a sink must do with the record."""
+
+    UPSERT = "upsert"
+    DELETE = "delete"
+    UNDELETE = "undelete"
+
+
+class SyncState(enum.StrEnum):
+    """Per-record sync state shown to operators (In Queue / Success / Failed)."""
+
+    IN_QUEUE = "in_queue"
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class AlertKind(enum.StrEnum):
+    """Alert categories; readers map unknown future kinds to ``other`` (Avro enum default)."""
+
+    CREDENTIAL_FAILURE = "credential_failure"
+    CONSECUTIVE_FAILURES = "consecutive_failures"
+    SCHEMA_CHANGE = "schema_change"
+    API_BUDGET = "api_budget"
+    REPLAY_GAP = "replay_gap"
+    OTHER = "other"
+
+
+class AlertSeverity(enum.StrEnum):
+    """How urgent an alert is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class ControlAction(enum.StrEnum):
+    """Operator control of one direction's sink."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class Logical(enum.StrEnum):
+    """The ``FieldValue.logical`` tag: how to read a value carried as a string."""
+
+    DECIMAL = "decimal"
+    DATE = "date"
+    DATETIME = "datetime"
+    TIME = "time"
+    BIGINT = "bigint"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (microsecond precision)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A new random UUID (version 4) as canonical text."""
+    return str(uuid.uuid4())
+
+
+def record_key(object: str, sfid: str | None = None, local_key: str | None = None) -> str:
+    """The identity key of a record: ``{object}:{sfid}`` when linked, else ``{object}:local:{pk}``.
+
+    The Salesforce id wins when both are known. Raises ``ValueError`` when ``object``
+    is empty or contains ``:``, or when neither ``sfid`` nor ``local_key`` is given
+    (empty strings count as missing).
+    """
+    if not object or ":" in object:
+        raise ValueError(f"record_key: object must be a non-empty name without ':', got {object!r}")
+    if sfid:
+        return f"{object}:{sfid}"
+    if local_key is not None and local_key != "":
+        return f"{object}:local:{local_key}"
+    raise ValueError(f"record_key: {object} record has neither sfid nor local_key")
+
+
+def parse_record_key(key: str) -> tuple[str, str | None, str | None]:
+    """Split a key made by ``record_key`` into ``(object, sfid, local_key)``.
+
+    Exactly one of ``sfid`` / ``local_key`` is set. A local key may itself contain
+    ``:``. Raises ``ValueError`` for anything ``record_key`` cannot produce.
+    """
+    obj, sep, rest = key.partition(":")
+    if not obj or not sep or not rest:
+        raise ValueError(f"not a record key: {key!r}")
+    if rest.startswith("local:"):
+        local = rest[len("local:") :]
+        if not local:
+            raise ValueError(f"not a record key (empty local key): {key!r}")
+        return obj, None, local
+    return obj, rest, None
+
+
+def _aware_utc(name: str, value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name}: expected a timezone-aware datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name}: naive datetime {value.isoformat()} - timestamps must be timezone-aware (UTC)")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _aware_utc_opt(name: str, value: Any) -> datetime | None:
+    return None if value is None else _aware_utc(name, value)
+
+
+def _enum(name: str, cls: type[enum.StrEnum], value: Any) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise ValueError(f"{name}: {value!r} is not one of {allowed}") from None
+
+
+_PLAIN_TYPES = (bool, int, float, str, bytes, bytearray, memoryview, Decimal, date, time)
+
+
+def _check_values(name: str, values: Any) -> dict[str, FieldPyValue]:
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{name}: expected a mapping of field name -> value, got {type(values).__name__}")
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{name}: field names must be str, got {key!r}")
+        if value is None:
+            continue
+        if not isinstance(value, _PLAIN_TYPES):
+            raise TypeError(f"{name}[{key!r}]: unsupported value type {type(value).__name__}")
+        if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValueError(f"{name}[{key!r}]: naive datetime {value.isoformat()} - datetimes must be timezone-aware")
+    return values if isinstance(values, dict) else dict(values)
+
+
+def _check_int32(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT32_MAX:
+        raise ValueError(f"{name}: must be an int in 0..{INT32_MAX}, got {value!r}")
+
+
+def _str_list(name: str, items: Any) -> list[str]:
+    if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        raise TypeError(f"{name}: expected a list of str, got {type(items).__name__}")
+    out = items if isinstance(items, list) else list(items)
+    for item in out:
+        if not isinstance(item, str):
+            raise TypeError(f"{name}: expected a list of str, found {item!r}")
+    return out
+
+
+def _str_map(name: str, items: Any) -> dict[str, str]:
+    if not isinstance(items, Mapping):
+        raise TypeError(f"{name}: expected a mapping of str -> str, got {type(items).__name__}")
+    for k, v in items.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"{name}: expected str -> str, found {k!r}: {v!r}")
+    return items if isinstance(items, dict) else dict(items)
+
+
+# --------------------------------------------------------------------------- field values
+
+
+def encode_value(value: FieldPyValue) -> dict[str, Any]:
+    """Convert one Python value to a ``FieldValue`` dict ``{"value": ..., "logical": ...}``.
+
+    See the module docstring for the mapping. Raises ``TypeError`` for unsupported
+    types and ``ValueError`` for a naive datetime.
+    """
+    if value is None or isinstance(value, bool | float | str | bytes):
+        return {"value": value, "logical": None}
+    if isinstance(value, int):
+        if INT64_MIN <= value <= INT64_MAX:
+            return {"value": int(value), "logical": None}
+        return {"value": str(int(value)), "logical": "bigint"}
+    if isinstance(value, Decimal):
+        return {"value": str(value), "logical": "decimal"}
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is None:
+            raise ValueError(f"naive datetime {value.isoformat()} - datetimes must be timezone-aware")
+        if offset.microseconds:
+            raise ValueError(f"datetime {value.isoformat()}: UTC offsets with fractions of a second are not supported")
+        return {"value": value.isoformat(), "logical": "datetime"}
+    if isinstance(value, date):
+        return {"value": value.isoformat(), "logical": "date"}
+    if isinstance(value, time):
+        offset = value.utcoffset()
+        if offset is not None and offset.microseconds:
+            raise ValueError(f"time {value.isoformat()}: UTC offsets with fractions of a second are not supported")
+        return {"value": value.isoformat(), "logical": "time"}
+    if isinstance(value, bytearray | memoryview):
+        return {"value": bytes(value), "logical": None}
+    raise TypeError(f"unsupported field value type {type(value).__name__}")
+
+
+def decode_value(fv: Mapping[str, Any]) -> FieldPyValue:
+    """Convert a ``FieldValue`` dict back to the Python value ``encode_value`` was given.
+
+    Raises ``ValueError`` when the logical tag and the value disagree (e.g. a
+    ``decimal`` tag on a non-string, unparsable text, a naive ``datetime``).
+    """
+    value = fv["value"]
+    logical = fv.get("logical")
+    if logical is None:
+        if value is None or isinstance(value, bool | int | float | str | bytes):
+            return value
+        raise ValueError(f"FieldValue holds unsupported type {type(value).__name__}")
+    if not isinstance(value, str):
+        raise ValueError(f"FieldValue logical {logical!r} needs a string value, got {type(value).__name__}")
+    if logical == "decimal":
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"FieldValue decimal {value[:40]!r} is not a decimal number") from None
+    if logical == "datetime":
+        dt = datetime.fromisoformat(value)
+        if dt.tzinfo is None:
+            raise ValueError(f"FieldValue datetime {value[:40]!r} has no UTC offset")
+        return dt
+    if logical == "date":
+        return date.fromisoformat(value)
+    if logical == "time":
+        return time.fromisoformat(value)
+    if logical == "bigint":
+        return int(value, 10)
+    raise ValueError(f"unknown FieldValue logical {logical!r}")
+
+
+def encode_values(values: Mapping[str, FieldPyValue]) -> dict[str, dict[str, Any]]:
+    """``encode_value`` over a mapping; errors name the offending field."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        try:
+            out[name] = encode_value(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"field {name!r}: {exc}") from exc
+    return out
+
+
+def decode_values(values: Mapping[str, Mapping[str, Any]]) -> dict[str, FieldPyValue]:
+    """``decode_value`` over a mapping; errors name the offending field."""
+    out: dict[str, FieldPyValue] = {}
+    for name, fv in values.items():
+        try:
+            out[name] = decode_value(fv)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"field {name!r}: {exc}") from exc
+    return out
+
+
+# --------------------------------------------------------------------------- records
+
+
+class AvroRecord(Protocol):
+    """What ``sfsync.serde`` needs from a record class."""
+
+    AVRO_SCHEMA: ClassVar[str]
+    AVRO_NAME: ClassVar[str]
+
+    def to_avro(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeEvent:
+    """One captured change of one record: the envelope on ``sfsync.changes.*``.
+
+    ``values`` maps *source* field names to values; ``changed_fields`` lists the
+    source field names the change touched. One event per record: a CDC event that
+    names several record ids is split by the producer. ``gap`` events carry no values.
+    """
+
+    AVRO_SCHEMA: ClassVar[str] = "change_event"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.ChangeEvent"
+
+    source: Source
+    object: str
+    operation: Operation
+    commit_ts: datetime
+    source_position: str
+    sfid: str | None = None
+    local_key: str | None = None
+    changed_fields: list[str] = field(default_factory=list)
+    values: dict[str, FieldPyValue] = field(default_factory=dict)
+    origin: str | None = None
+    entity: str | None = None
+    transaction_key: str | None = None
+    sequence: int | None = None
+    event_id: str = field(default_factory=new_id)
+    trace_id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "source", _enum("source", Source, self.source))
+        s(self, "operation", _enum("operation", Operation, self.operation))
+        s(self, "commit_ts", _aware_utc("commit_ts", self.commit_ts))
+        s(self, "changed_fields", _str_list("changed_fields", self.changed_fields))
+        s(self, "values", _check_values("values", self.values))
+
+    @property
+    def key(self) -> str:
+        """The record key (Kafka message key): see ``record_key``."""
+        return record_key(self.object, self.sfid, self.local_key)
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``change_event.avsc``."""
+        return {
+            "event_id": self.event_id,
+            "source": self.source.value,
+            "object": self.object,
+            "entity": self.entity,
+            "operation": self.operation.value,
+            "sfid": self.sfid,
+            "local_key": self.local_key,
+            "changed_fields": self.changed_fields,
+            "values": encode_values(self.values),
+            "commit_ts": self.commit_ts,
+            "source_position": self.source_position,
+            "origin": self.origin,
+            "transaction_key": self.transaction_key,
+            "sequence": self.sequence,
+            "trace_id": self.trace_id,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``change_event.avsc``."""
+        return cls(
+            event_id=d["event_id"],
+            source=d["source"],
+            object=d["object"],
+            entity=d.get("entity"),
+            operation=d["operation"],
+            sfid=d.get("sfid"),
+            local_key=d.get("local_key"),
+            changed_fields=d["changed_fields"],
+            values=decode_values(d["values"]),
+            commit_ts=d["commit_ts"],
+            source_position=d["source_position"],
+            origin=d.get("origin"),
+            transaction_key=d.get("transaction_key"),
+            sequence=d.get("sequence"),
+            trace_id=d["trace_id"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyCommand:
+    """What a sink must write: values already mapped to the *target's* field names.
+
+    ``fields`` lists the target fields the sink writes (normally ``values``' keys).
+    ``source_commit_ts`` lets a sink skip a command older than what it already
+    wrote; ``attempt`` counts earlier delivery attempts (retry tiers increment it).
+    """
+
+    AVRO_SCHEMA: ClassVar[str] = "apply_command"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.ApplyCommand"
+
+    target: ApplyTarget
+    object: str
+    operation: ApplyOperation
+    source: Source
+    source_event_id: str
+    source_commit_ts: datetime
+    sfid: str | None = None
+    local_key: str | None = None
+    values: dict[str, FieldPyValue] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+    origin: str | None = None
+    attempt: int = 0
+    command_id: str = field(default_factory=new_id)
+    trace_id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "target", _enum("target", ApplyTarget, self.target))
+        s(self, "operation", _enum("operation", ApplyOperation, self.operation))
+        s(self, "source", _enum("source", Source, self.source))
+        s(self, "source_commit_ts", _aware_utc("source_commit_ts", self.source_commit_ts))
+        s(self, "fields", _str_list("fields", self.fields))
+        s(self, "values", _check_values("values", self.values))
+        _check_int32("attempt", self.attempt)
+
+    @property
+    def key(self) -> str:
+        """The record key (Kafka message key): see ``record_key``."""
+        return record_key(self.object, self.sfid, self.local_key)
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``apply_command.avsc``."""
+        return {
+            "command_id": self.command_id,
+            "target": self.target.value,
+            "object": self.object,
+            "operation": self.operation.value,
+            "sfid": self.sfid,
+            "local_key": self.local_key,
+            "values": encode_values(self.values),
+            "fields": self.fields,
+            "source": self.source.value,
+            "source_event_id": self.source_event_id,
+            "source_commit_ts": self.source_commit_ts,
+            "origin": self.origin,
+            "trace_id": self.trace_id,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``apply_command.avsc``."""
+        return cls(
+            command_id=d["command_id"],
+            target=d["target"],
+            object=d["object"],
+            operation=d["operation"],
+            sfid=d.get("sfid"),
+            local_key=d.get("local_key"),
+            values=decode_values(d["values"]),
+            fields=d["fields"],
+            source=d["source"],
+            source_event_id=d["source_event_id"],
+            source_commit_ts=d["source_commit_ts"],
+            origin=d.get("origin"),
+            trace_id=d["trace_id"],
+            attempt=d.get("attempt", 0),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordStatus:
+    """Latest sync state of one record in one direction (compacted ``sfsync.status``).
+
+    ``key`` is the record key; the Kafka message key is ``kafka_key``
+    (``{direction}:{key}``) so each direction keeps its own latest state.
+    """
+
+    AVRO_SCHEMA: ClassVar[str] = "record_status"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.RecordStatus"
+
+    key: str
+    object: str
+    direction: Direction
+    state: SyncState
+    sfid: str | None = None
+    local_key: str | None = None
+    failure_count: int = 0
+    last_error: str | None = None
+    last_attempt_ts: datetime | None = None
+    updated_ts: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "direction", _enum("direction", Direction, self.direction))
+        s(self, "state", _enum("state", SyncState, self.state))
+        s(self, "last_attempt_ts", _aware_utc_opt("last_attempt_ts", self.last_attempt_ts))
+        s(self, "updated_ts", _aware_utc("updated_ts", self.updated_ts))
+        _check_int32("failure_count", self.failure_count)
+
+    @property
+    def kafka_key(self) -> str:
+        """Message key on the compacted status topic: ``{direction}:{key}``."""
+        return f"{self.direction.value}:{self.key}"
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``record_status.avsc``."""
+        return {
+            "key": self.key,
+            "object": self.object,
+            "direction": self.direction.value,
+            "state": self.state.value,
+            "sfid": self.sfid,
+            "local_key": self.local_key,
+            "failure_count": self.failure_count,
+            "last_error": self.last_error,
+            "last_attempt_ts": self.last_attempt_ts,
+            "updated_ts": self.updated_ts,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``record_status.avsc``."""
+        return cls(
+            key=d["key"],
+            object=d["object"],
+            direction=d["direction"],
+            state=d["state"],
+            sfid=d.get("sfid"),
+            local_key=d.get("local_key"),
+            failure_count=d.get("failure_count", 0),
+            last_error=d.get("last_error"),
+            last_attempt_ts=d.get("last_attempt_ts"),
+            updated_ts=d["updated_ts"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricSample:
+    """One metric observation on ``sfsync.metrics``."""
+
+    AVRO_SCHEMA: ClassVar[str] = "metric_sample"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.MetricSample"
+
+    role: str
+    name: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+    ts: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise TypeError(f"value: expected a number, got {type(self.value).__name__}")
+        s(self, "value", float(self.value))
+        s(self, "labels", _str_map("labels", self.labels))
+        s(self, "ts", _aware_utc("ts", self.ts))
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``metric_sample.avsc``."""
+        return {"role": self.role, "name": self.name, "value": self.value, "labels": self.labels, "ts": self.ts}
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``metric_sample.avsc``."""
+        return cls(role=d["role"], name=d["name"], value=d["value"], labels=d.get("labels", {}), ts=d["ts"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """An operator-facing alert on ``sfsync.alerts``."""
+
+    AVRO_SCHEMA: ClassVar[str] = "alert"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.Alert"
+
+    kind: AlertKind
+    severity: AlertSeverity
+    message: str
+    object: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+    ts: datetime = field(default_factory=utcnow)
+    alert_id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "kind", _enum("kind", AlertKind, self.kind))
+        s(self, "severity", _enum("severity", AlertSeverity, self.severity))
+        s(self, "details", _str_map("details", self.details))
+        s(self, "ts", _aware_utc("ts", self.ts))
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``alert.avsc``."""
+        return {
+            "alert_id": self.alert_id,
+            "kind": self.kind.value,
+            "severity": self.severity.value,
+            "message": self.message,
+            "object": self.object,
+            "details": self.details,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``alert.avsc``."""
+        return cls(
+            alert_id=d["alert_id"],
+            kind=d["kind"],
+            severity=d["severity"],
+            message=d["message"],
+            object=d.get("object"),
+            details=d.get("details", {}),
+            ts=d["ts"],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlRecord:
+    """Pause/resume of one direction (compacted ``sfsync.control``, Kafka key = direction)."""
+
+    AVRO_SCHEMA: ClassVar[str] = "control_record"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.ControlRecord"
+
+    direction: Direction
+    action: ControlAction
+    requested_by: str
+    reason: str | None = None
+    ts: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "direction", _enum("direction", Direction, self.direction))
+        s(self, "action", _enum("action", ControlAction, self.action))
+        s(self, "ts", _aware_utc("ts", self.ts))
+
+    @property
+    def kafka_key(self) -> str:
+        """Message key on the compacted control topic: the direction."""
+        return self.direction.value
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with ``control_record.avsc``."""
+        return {
+            "direction": self.direction.value,
+            "action": self.action.value,
+            "requested_by": self.requested_by,
+            "reason": self.reason,
+            "ts": self.ts,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build from the dict fastavro reads with ``control_record.avsc``."""
+        return cls(
+            direction=d["direction"],
+            action=d["action"],
+            requested_by=d["requested_by"],
+            reason=d.get("reason"),
+            ts=d["ts"],
+        )
+
+
+Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord
+"""Any record sfsync puts on a topic."""
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    ChangeEvent,
+    ApplyCommand,
+    RecordStatus,
+    MetricSample,
+    Alert,
+    ControlRecord,
+)
+"""Every record class, in schema-file order."""
