@@ -98,6 +98,18 @@ class Transform(StrEnum):
     EMPTY_AS_NULL = "empty_as_null"
 
 
+class FieldType(StrEnum):
+    """Type a mapped value is coerced to on the local side (``None``: passed through as typed by the source)."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -235,6 +247,7 @@ class FieldMapping(_Strict):
     value_map: dict[str, str] = Field(default_factory=dict)
     transforms: list[Transform] = Field(default_factory=list)
     reference: str | None = None
+    type: FieldType | None = None
 
     @field_validator("column")
     @classmethod

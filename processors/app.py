@@ -1,0 +1,202 @@
+"""The faust-streaming processor: changes in, apply commands out (``sfsync run processor``).
+
+Two agents, one per direction, each thin: decode, call the pure mapping
+(:mod:`processors.mapping`), consult the record's last synced values, send.
+
+- ``changes.inbound``  -> :func:`~processors.mapping.map_inbound`  -> ``apply.local``
+- ``changes.outbound`` -> :func:`~processors.mapping.map_outbound` -> ``apply.salesforce``
+
+Per-record last-synced values live in faust Tables keyed like the streams
+(the record key), so state and events meet in one partition and a restarted
+worker rebuilds them from the changelog. faust runs at-least-once here (the
+embedded broker cannot run aiokafka's idempotent producer): a redelivered
+change maps to values already synced and becomes a no-op, and the sinks are
+idempotent. Undecodable or unmappable records go to the direction's DLQ with
+the reason; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from consumers.failures import Failure, FailureKind, Origin, failure_headers
+from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound, suppress_unchanged
+from sfsync.config import SaslMechanism, SecurityProtocol, SfsyncConfig
+from sfsync.kafka.topics import TopicNames
+from sfsync.records import ChangeEvent, FieldPyValue, decode_values, encode_values
+from sfsync.serde import DecodeError, Serde
+
+log = logging.getLogger("sfsync.processor")
+
+
+def dump_synced(values: dict[str, FieldPyValue]) -> bytes:
+    """Table values (a record's last synced values) as JSON with sfsync's typed value encoding."""
+    return json.dumps(encode_values(values), default=_json_default, allow_nan=True).encode()
+
+
+def load_synced(raw: bytes | None) -> dict[str, FieldPyValue] | None:
+    if raw is None:
+        return None
+    return decode_values(json.loads(raw, object_hook=_json_object_hook))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return {"__bytes__": base64.b64encode(o).decode()}
+    if isinstance(o, datetime):
+        return {"__datetime__": o.isoformat()}
+    raise TypeError(type(o).__name__)
+
+
+def _json_object_hook(d: dict[str, Any]) -> Any:
+    if "__bytes__" in d and len(d) == 1:
+        return base64.b64decode(d["__bytes__"])
+    if "__datetime__" in d and len(d) == 1:
+        return datetime.fromisoformat(d["__datetime__"])
+    return d
+
+
+def _credentials(cfg: SfsyncConfig) -> Any:
+    k = cfg.kafka
+    if k.security_protocol is SecurityProtocol.PLAINTEXT:
+        return None
+    context = None
+    if k.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        context = ssl.create_default_context(cafile=str(k.ssl_ca_location) if k.ssl_ca_location else None)
+        if k.ssl_certificate_location and k.ssl_key_location:
+            password = k.ssl_key_password.get_secret_value() if k.ssl_key_password else None
+            context.load_cert_chain(str(k.ssl_certificate_location), str(k.ssl_key_location), password)
+    if k.security_protocol is SecurityProtocol.SSL:
+        return faust.SSLCredentials(context)
+    if k.sasl_mechanism is SaslMechanism.OAUTHBEARER:
+        raise NotImplementedError("the processor does not support SASL OAUTHBEARER yet; use SCRAM or PLAIN")
+    assert k.sasl_password is not None and k.sasl_username is not None
+    return faust.SASLCredentials(
+        username=k.sasl_username, password=k.sasl_password.get_secret_value(),
+        mechanism=k.sasl_mechanism.value if k.sasl_mechanism else "PLAIN", ssl_context=context,
+    )
+
+
+class ProcessorStats:
+    """Counters the processor exposes (and logs periodically)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App, ProcessorStats]:
+    """The faust app with both agents; ``web_port=None`` runs it without faust's web server."""
+    names = TopicNames(cfg.kafka.topic_prefix)
+    serde = Serde(
+        registry_url=cfg.kafka.schema_registry.url if cfg.kafka.schema_registry else None,
+    )
+    brokers = ";".join(f"sfsync://{h}" for h in cfg.kafka.bootstrap_servers.split(","))
+    app = faust.App(
+        f"{cfg.kafka.topic_prefix}-processor",
+        broker=brokers,
+        broker_credentials=_credentials(cfg),
+        broker_session_timeout=cfg.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=cfg.kafka.heartbeat_interval_ms / 1000,
+        broker_request_timeout=max(40.0, cfg.kafka.session_timeout_ms / 1000 + 5),
+        broker_commit_interval=0.5,
+        topic_partitions=cfg.kafka.partitions,
+        topic_replication_factor=cfg.kafka.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        store="memory://",
+        table_cleanup_interval=3600.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.005,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+        stream_wait_empty=False,
+    )
+    app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # read by processors.transport
+    stats = ProcessorStats()
+
+    def topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def table(name: str) -> Any:
+        # faust declares the changelog topic <app-id>-<name>-changelog itself (compacted).
+        return app.Table(name, default=None, partitions=cfg.kafka.partitions, key_type=bytes, value_type=bytes)
+
+    def make_agent(
+        direction: str, source: Any, target: Any, dlq: Any, state: Any,
+        mapper: Callable[[ChangeEvent, SfsyncConfig], MapResult],
+    ) -> None:
+        async def process(stream: Any) -> None:
+            async for event in stream.events():
+                msg = event.message
+                key: bytes | None = event.key
+                origin = Origin(msg.topic, msg.partition, msg.offset)
+                try:
+                    change = serde.decode(event.value, ChangeEvent, msg.topic)
+                except DecodeError as e:
+                    stats.add(f"{direction}.decode_failed")
+                    await _dead_letter(dlq, key, event.value, Failure(FailureKind.PERMANENT, "DecodeError", e.reason),
+                                       origin)
+                    continue
+                result = mapper(change, cfg)
+                if isinstance(result, Skipped):
+                    stats.add(f"{direction}.skipped")
+                    continue
+                if isinstance(result, Failed):
+                    stats.add(f"{direction}.mapping_failed")
+                    log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
+                                change.key, result.reason)
+                    await _dead_letter(dlq, key, event.value,
+                                       Failure(FailureKind.PERMANENT, "CoercionError", result.reason), origin)
+                    continue
+                assert isinstance(result, Mapped)
+                if result.unmapped_fields:
+                    stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
+                state_key = key or change.key.encode()
+                command, synced = suppress_unchanged(result.command, load_synced(state.get(state_key)))
+                state[state_key] = dump_synced(synced)
+                if command is None:
+                    stats.add(f"{direction}.unchanged")
+                    continue
+                stats.add(f"{direction}.applied")
+                await target.send(key=key or change.key.encode(), value=serde.encode(command, target.get_topic_name()))
+
+        process.__name__ = f"{direction}_agent"
+        app.agent(source, name=f"{direction}")(process)
+
+    make_agent("inbound", topic(names.changes_inbound), topic(names.apply_local), topic(names.dlq("postgres")),
+               table("synced-inbound"), map_inbound)
+    make_agent("outbound", topic(names.changes_outbound), topic(names.apply_salesforce),
+               topic(names.dlq("salesforce")), table("synced-outbound"), map_outbound)
+    return app, stats
+
+
+async def _dead_letter(dlq: Any, key: bytes | None, value: bytes, failure: Failure, origin: Origin) -> None:
+    headers = failure_headers(failure, stage="processor", attempt=1, origin=origin, now=datetime.now(UTC))
+    await dlq.send(key=key, value=value, headers=headers)
+
+
+def run(cfg: SfsyncConfig, loglevel: str = "warn") -> None:
+    """Run one processor worker until SIGINT/SIGTERM (faust handles both)."""
+    app, stats = build_app(cfg)
+
+    @app.timer(interval=30.0)
+    async def report() -> None:
+        if stats.counts:
+            log.info("processor counts: %s", dict(stats.counts))
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,310 @@
+"""Mapping a captured change to the command a sink executes. Pure functions, no I/O.
+
+Contract of :func:`map_inbound` / :func:`map_outbound`: given one
+:class:`~sfsync.records.ChangeEvent` and the config, return exactly one of
+
+- :class:`Mapped` — an :class:`~sfsync.records.ApplyCommand` for the other side;
+- :class:`Skipped` — nothing to do (unknown object, only unmapped fields, an
+  echo of sfsync's own write, a delete the policy ignores); counted, not an error;
+- :class:`Failed` — the record cannot be mapped (a value that cannot be
+  coerced); it goes to the DLQ with ``reason``, and the stream goes on.
+
+:func:`suppress_unchanged` then drops values equal to what was last synced
+for the record, which turns redeliveries and echoes into no-ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sfsync.config import (
+    DeletePolicy,
+    Direction,
+    FieldMapping,
+    FieldType,
+    ObjectMapping,
+    SfsyncConfig,
+    Transform,
+)
+from sfsync.records import (
+    ApplyCommand,
+    ApplyOperation,
+    ApplyTarget,
+    ChangeEvent,
+    FieldPyValue,
+    Operation,
+)
+
+TO_LOCAL = (Direction.BOTH, Direction.TO_LOCAL)
+TO_SALESFORCE = (Direction.BOTH, Direction.TO_SALESFORCE)
+
+
+class CoercionError(ValueError):
+    """A value cannot be converted to the mapped type; the message names field and value type."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    command: ApplyCommand
+    unmapped_fields: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reason: str
+
+
+MapResult = Mapped | Skipped | Failed
+
+
+def is_own_origin(origin: str | None, client: str) -> bool:
+    """True when a Salesforce ``changeOrigin`` (or a local origin marker) names sfsync's client id."""
+    if not origin:
+        return False
+    if origin == client:
+        return True
+    return any(part.strip() == f"client={client}" for part in origin.split(";"))
+
+
+def apply_transforms(value: FieldPyValue, transforms: list[Transform]) -> FieldPyValue:
+    for t in transforms:
+        if isinstance(value, str):
+            if t is Transform.STRIP:
+                value = value.strip()
+            elif t is Transform.LOWER:
+                value = value.lower()
+            elif t is Transform.UPPER:
+                value = value.upper()
+            elif t is Transform.EMPTY_AS_NULL and value == "":
+                value = None
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "t", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "f", "0", "no", "n"):
+        return False
+    raise ValueError(text)
+
+
+def coerce(value: FieldPyValue, kind: FieldType | None, name: str) -> FieldPyValue:
+    """Convert ``value`` to ``kind``; ``None`` stays ``None``. Raises :class:`CoercionError`."""
+    if value is None or kind is None:
+        return value
+    try:
+        match kind:
+            case FieldType.STRING:
+                return value if isinstance(value, str) else _text(value)
+            case FieldType.INTEGER:
+                if isinstance(value, bool):
+                    return int(value)
+                if isinstance(value, int):
+                    return value
+                if isinstance(value, float | Decimal):
+                    if value != value or value in (math.inf, -math.inf) or value != int(value):
+                        raise ValueError(value)
+                    return int(value)
+                if isinstance(value, str):
+                    return int(value.strip())
+            case FieldType.DECIMAL:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                if isinstance(value, int | float | Decimal | str):
+                    d = Decimal(str(value).strip())
+                    if not d.is_finite():
+                        raise ValueError(value)
+                    return d
+            case FieldType.FLOAT:
+                if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+                    return float(value)
+                if isinstance(value, str):
+                    return float(value.strip())
+            case FieldType.BOOLEAN:
+                if isinstance(value, bool):
+                    return value
+                if isinstance(value, int) and value in (0, 1):
+                    return bool(value)
+                if isinstance(value, str):
+                    return _parse_bool(value)
+            case FieldType.DATE:
+                if isinstance(value, datetime):
+                    return value.date()
+                if isinstance(value, date):
+                    return value
+                if isinstance(value, str):
+                    return date.fromisoformat(value.strip()[:10])
+            case FieldType.DATETIME:
+                if isinstance(value, datetime):
+                    return value if value.tzinfo else value.replace(tzinfo=UTC)
+                if isinstance(value, int) and not isinstance(value, bool):  # epoch milliseconds
+                    return datetime.fromtimestamp(value / 1000, UTC)
+                if isinstance(value, str):
+                    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, InvalidOperation, OverflowError, TypeError):
+        pass
+    raise CoercionError(f"{name}: cannot coerce a {type(value).__name__} value to {kind.value}")
+
+
+def _text(value: FieldPyValue) -> str:
+    if isinstance(value, bytes):
+        raise ValueError("bytes")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _reverse(value_map: Mapping[str, str]) -> dict[str, str]:
+    return {remote: local for local, remote in value_map.items()}
+
+
+def to_local_value(value: FieldPyValue, f: FieldMapping) -> FieldPyValue:
+    """A Salesforce value as the local column wants it: reverse value map, transforms, type."""
+    if isinstance(value, str) and f.value_map:
+        value = _reverse(f.value_map).get(value, value)
+    value = apply_transforms(value, f.transforms)
+    return coerce(value, f.type, f"{f.field} -> {f.column}")
+
+
+def to_salesforce_value(value: FieldPyValue, f: FieldMapping) -> FieldPyValue:
+    """A local value as Salesforce wants it: transforms, value map. Types are JSON-native."""
+    value = apply_transforms(value, f.transforms)
+    if isinstance(value, str) and f.value_map:
+        value = f.value_map.get(value, value)
+    return value
+
+
+def _object_for_table(cfg: SfsyncConfig, table: str) -> tuple[str, ObjectMapping] | None:
+    for name, obj in cfg.objects.items():
+        if obj.table == table:
+            return name, obj
+    return None
+
+
+def _base_command(event: ChangeEvent, target: ApplyTarget, operation: ApplyOperation, **kw: Any) -> dict[str, Any]:
+    return {
+        "target": target,
+        "object": event.object,
+        "operation": operation,
+        "source": event.source,
+        "source_event_id": event.event_id,
+        "source_commit_ts": event.commit_ts,
+        "sfid": event.sfid,
+        "local_key": event.local_key,
+        "origin": event.origin,
+        "trace_id": event.trace_id,
+        **kw,
+    }
+
+
+def map_inbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
+    """A Salesforce change -> a command for the PostgreSQL sink."""
+    mapping = cfg.objects.get(event.object)
+    if mapping is None:
+        return Skipped(f"unknown object {event.object}")
+    if event.operation is Operation.GAP:
+        return Skipped("gap events are repaired by the producer")
+    if event.operation is Operation.DELETE:
+        if mapping.delete_policy is DeletePolicy.IGNORE:
+            return Skipped(f"delete ignored by the {event.object} delete policy")
+        return Mapped(ApplyCommand(**_base_command(event, ApplyTarget.LOCAL, ApplyOperation.DELETE)))
+    own = is_own_origin(event.origin, cfg.salesforce.call_options_client)
+    values: dict[str, FieldPyValue] = {}
+    mapped_fields: set[str] = set()
+    try:
+        for f in mapping.fields:
+            if f.direction not in TO_LOCAL:
+                continue
+            mapped_fields.add(f.field)
+            if f.field not in event.values:
+                continue
+            if own and f.direction in TO_SALESFORCE:
+                continue  # sfsync wrote this field: an echo
+            values[f.column] = to_local_value(event.values[f.field], f)
+    except CoercionError as e:
+        return Failed(str(e))
+    local_key = event.local_key
+    ext = event.values.get(mapping.external_id_field)
+    if local_key is None and ext not in (None, ""):
+        local_key = str(ext)
+    ignored = {mapping.external_id_field, "Id", "LastModifiedDate", "SystemModstamp", "CreatedDate",
+               "CreatedById", "LastModifiedById"}
+    unmapped = sorted(n for n in event.changed_fields if n not in mapped_fields and n not in ignored)
+    if not values and event.operation is not Operation.CREATE and event.operation is not Operation.UNDELETE:
+        return Skipped("echo of an sfsync write" if own else "no mapped field changed")
+    if not values and own:
+        return Skipped("echo of an sfsync write")
+    command = ApplyCommand(**_base_command(
+        event, ApplyTarget.LOCAL, ApplyOperation.UPSERT, local_key=local_key, values=values, fields=sorted(values)
+    ))
+    return Mapped(command, unmapped)
+
+
+def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
+    """A PostgreSQL change -> a command for the Salesforce sink (values keyed by Salesforce field)."""
+    found = (event.object, cfg.objects[event.object]) if event.object in cfg.objects else None
+    if found is None and event.entity:
+        found = _object_for_table(cfg, event.entity)
+    if found is None:
+        return Skipped(f"unknown object/table {event.object or event.entity}")
+    name, mapping = found
+    if event.operation is Operation.DELETE:
+        if mapping.delete_policy is DeletePolicy.IGNORE:
+            return Skipped(f"delete ignored by the {name} delete policy")
+        return Mapped(ApplyCommand(**_base_command(event, ApplyTarget.SALESFORCE, ApplyOperation.DELETE,
+                                                   object=name)))
+    values: dict[str, FieldPyValue] = {}
+    columns: set[str] = set()
+    for f in mapping.fields:
+        if f.direction not in TO_SALESFORCE:
+            continue
+        columns.add(f.column)
+        if f.column in event.values:
+            values[f.field] = to_salesforce_value(event.values[f.column], f)
+    unmapped = sorted(c for c in event.changed_fields if c not in columns)
+    if not values and event.operation is Operation.UPDATE:
+        return Skipped("no mapped column changed")
+    return Mapped(ApplyCommand(**_base_command(
+        event, ApplyTarget.SALESFORCE, ApplyOperation.UPSERT, object=name, values=values, fields=sorted(values)
+    )), unmapped)
+
+
+def suppress_unchanged(
+    command: ApplyCommand, last_synced: Mapping[str, FieldPyValue] | None
+) -> tuple[ApplyCommand | None, dict[str, FieldPyValue]]:
+    """Drop values equal to the record's last synced values.
+
+    Returns the command to send (``None`` when nothing is left to write) and
+    the record's new last-synced values. Deletes always go through and clear
+    the state.
+    """
+    if command.operation is ApplyOperation.DELETE:
+        return command, {}
+    previous = dict(last_synced or {})
+    changed = {k: v for k, v in command.values.items() if k not in previous or not _same(previous[k], v)}
+    merged = {**previous, **command.values}
+    if not changed and last_synced is not None:
+        return None, merged
+    if len(changed) == len(command.values):
+        return command, merged
+    return replace(command, values=changed, fields=sorted(changed)), merged
+
+
+def _same(a: FieldPyValue, b: FieldPyValue) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True  # NaN == NaN for change detection
+    return type(a) is type(b) and a == b
