@@ -25,7 +25,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way Sale
 config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate configuration.")
 topics_app = typer.Typer(no_args_is_help=True, help="Create and compare Kafka topics.")
 app.add_typer(config_app, name="config")
+schema_app = typer.Typer(no_args_is_help=True, help="Install or remove sfsync's tables and triggers.")
 app.add_typer(topics_app, name="topics")
+app.add_typer(schema_app, name="schema")
 
 console = Console()
 
@@ -159,6 +161,59 @@ def dev(
         console.print("stopping ...")
         stack.stop()
         console.print("stopped")
+
+
+@app.command()
+def run(
+    role: Annotated[str, typer.Argument(help="salesforce-producer | processor | postgres-sink | "
+                                              "postgres-producer | salesforce-sink")],
+    config: ConfigOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run one role of the pipeline until SIGINT/SIGTERM."""
+    import logging
+
+    from sfsync.roles import ROLES
+
+    if role not in ROLES:
+        raise _fail(f"unknown role {role!r}; one of: {', '.join(ROLES)}", 2)
+    cfg = _load(config)
+    logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    if role != "processor":  # the faust worker handles its own signals
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+    ROLES[role](cfg, stop)
+
+
+@schema_app.command("init")
+def schema_init(
+    config: ConfigOpt = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Also create the demo tables the example config maps.")] = False,
+) -> None:
+    """Create sfsync's tables and the change-capture triggers of every mapped table (idempotent)."""
+    from sfsync.database.schema import init_schema
+
+    cfg = _load(config)
+    for line in init_schema(cfg, demo=demo):
+        console.print(line)
+
+
+@schema_app.command("drop")
+def schema_drop(
+    config: ConfigOpt = None,
+    outbox: Annotated[bool, typer.Option("--outbox", help="Also drop the outbox table.")] = False,
+) -> None:
+    """Remove sfsync's triggers and functions (never user tables)."""
+    from sfsync.database.schema import drop_schema
+
+    cfg = _load(config)
+    for line in drop_schema(cfg, drop_outbox=outbox):
+        console.print(line)
 
 
 @app.command()

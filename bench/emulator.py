@@ -1,0 +1,98 @@
+"""Benchmark the Salesforce emulator through the unmodified clients.
+
+Prints: single-record GET and PATCH requests/s (simple-salesforce, one keep-alive connection),
+ms per 200-record sObject Collections upsert, and the REST-commit -> aiosfstream-ng delivery latency
+of CDC events. Run: ``python bench/emulator.py [--seconds S] [--upserts N] [--events N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sfsync.emulator.testing import EmulatorHandle, start_emulator, streaming_client
+
+
+def _rate(label: str, seconds: float, call: Any) -> float:
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        call(count)
+        count += 1
+    rate = count / (time.perf_counter() - start)
+    print(f"{label:<42} {rate:9.0f} req/s  (target >= 500)")
+    return rate
+
+
+def bench_single(handle: EmulatorHandle, seconds: float) -> None:
+    """Single-record GET and PATCH throughput."""
+    sf = handle.salesforce()
+    record_id = sf.Account.create({"Name": "Bench"})["id"]
+    _rate("single-record GET (sf.Account.get)", seconds, lambda n: sf.Account.get(record_id))
+    _rate("single-record PATCH (sf.Account.update)", seconds,
+          lambda n: sf.Account.update(record_id, {"Phone": str(n)}))
+
+
+def bench_upserts(handle: EmulatorHandle, rounds: int) -> None:
+    """200-record collection upserts by external id (half creates, then updates)."""
+    sf = handle.salesforce()
+    timings = []
+    for r in range(rounds):
+        records = [{"attributes": {"type": "Contact"}, "Local_Id__c": f"b{(r // 2) * 200 + i}",
+                    "LastName": f"Bench {r}-{i}", "Email": f"b{i}@example.com"} for i in range(200)]
+        start = time.perf_counter()
+        result = sf.restful("composite/sobjects/Contact/Local_Id__c", method="PATCH",
+                            json={"allOrNone": False, "records": records})
+        timings.append((time.perf_counter() - start) * 1000)
+        assert all(item["success"] for item in result), result[:2]
+    print(f"{'200-record collection upsert':<42} {statistics.median(timings):9.1f} ms median, "
+          f"{max(timings):.1f} ms max  (target < 50 ms)")
+
+
+async def bench_latency(handle: EmulatorHandle, events: int) -> None:
+    """Time from a REST update's response to the CDC event arriving at an aiosfstream-ng subscriber."""
+    sf = handle.salesforce()
+    record_id = sf.Account.create({"Name": "Latency"})["id"]
+    client = streaming_client(handle, replay=-1)
+    await client.open()
+    await client.subscribe("/data/AccountChangeEvent")
+    latencies = []
+    try:
+        for n in range(events):
+            start = time.perf_counter()
+            await asyncio.to_thread(sf.Account.update, record_id, {"Phone": f"L{n}"})
+            message = await asyncio.wait_for(client.receive(), 5)
+            latencies.append((time.perf_counter() - start) * 1000)
+            assert message["data"]["payload"]["Phone"] == f"L{n}"
+    finally:
+        await client.close()
+    latencies.sort()
+    p95 = latencies[int(len(latencies) * 0.95) - 1]
+    print(f"{'CDC latency (REST call -> subscriber)':<42} {statistics.median(latencies):9.1f} ms median, "
+          f"{p95:.1f} ms p95  (target < 100 ms)")
+
+
+def main() -> None:
+    """Run every benchmark against a fresh emulator."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
+    parser.add_argument("--upserts", type=int, default=20, help="number of 200-record upserts")
+    parser.add_argument("--events", type=int, default=50, help="number of CDC latency samples")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        handle = start_emulator(Path(tmp))
+        try:
+            bench_single(handle, args.seconds)
+            bench_upserts(handle, args.upserts)
+            asyncio.run(bench_latency(handle, args.events))
+        finally:
+            handle.stop()
+
+
+if __name__ == "__main__":
+    main()

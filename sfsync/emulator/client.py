@@ -1,0 +1,113 @@
+"""``EmulatorControl``: a small httpx client for the emulator's ``/__emulator/`` control endpoints.
+
+Every method raises ``httpx.HTTPStatusError`` when the emulator refuses the request and returns the
+decoded JSON answer otherwise.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+class EmulatorControl:
+    """Control client bound to one emulator (``base_url`` like ``https://127.0.0.1:P``)."""
+
+    def __init__(self, base_url: str, ca_path: Path | str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url + "/__emulator",
+                                  verify=ssl.create_default_context(cafile=str(ca_path)) if ca_path else True,
+                                  timeout=timeout)
+
+    def close(self) -> None:
+        """Close the underlying connection pool."""
+        self._http.close()
+
+    def _call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        response = self._http.request(method, path, json=json, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    # ------------------------------------------------------------------ state
+    def health(self) -> dict[str, Any]:
+        """``GET /health``."""
+        return self._call("GET", "/health")  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        """Wipe records, events, sessions, faults and stats (schema and config kept)."""
+        self._call("POST", "/reset")
+
+    def config(self, **changes: Any) -> dict[str, Any]:
+        """Read the configuration, or change some keys (e.g. ``session_lifetime_seconds=5``)."""
+        if changes:
+            return self._call("PUT", "/config", json=changes)  # type: ignore[no-any-return]
+        return self._call("GET", "/config")  # type: ignore[no-any-return]
+
+    def set_limits(self, max: int | None = None, used: int | None = None) -> dict[str, Any]:
+        """Set the daily API allowance and/or the calls already used."""
+        return self._call("PUT", "/limits", json={"max": max, "used": used})  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ faults
+    def add_fault(self, **rule: Any) -> dict[str, Any]:
+        """Add a fault rule: method, path (regex), sobject, status, error_code, message, latency_ms,
+        drop_connection, probability, count. Returns the rule with its ``id``."""
+        return self._call("POST", "/faults", json=rule)  # type: ignore[no-any-return]
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The active rules with their ``fired`` counts."""
+        return self._call("GET", "/faults")  # type: ignore[no-any-return]
+
+    def remove_fault(self, rule_id: int) -> None:
+        """Remove one rule."""
+        self._call("DELETE", f"/faults/{rule_id}")
+
+    def clear_faults(self) -> None:
+        """Remove every rule."""
+        self._call("DELETE", "/faults")
+
+    # ------------------------------------------------------------------ sessions
+    def expire_sessions(self, token: str | None = None) -> int:
+        """Expire one session (or all); returns how many were live."""
+        return int(self._call("POST", "/sessions/expire", json={"token": token})["expired"])
+
+    def refresh_token(self) -> str:
+        """Mint a refresh token usable with the ``refresh_token`` grant."""
+        return str(self._call("POST", "/refresh-token")["refresh_token"])
+
+    # ------------------------------------------------------------------ events
+    def emit_gap(self, object: str, change_type: str, record_ids: list[str] | None = None) -> int:
+        """Emit GAP_CREATE/GAP_UPDATE/GAP_DELETE/GAP_UNDELETE/GAP_OVERFLOW; returns its replay id."""
+        body = {"object": object, "change_type": change_type, "record_ids": record_ids or []}
+        return int(self._call("POST", "/events/gap", json=body)["replay_id"])
+
+    def truncate_events(self, up_to: int) -> dict[str, Any]:
+        """Age out retained events with replay id <= ``up_to``."""
+        return self._call("POST", "/events/truncate", json={"up_to": up_to})  # type: ignore[no-any-return]
+
+    def events(self, after: int = -1, limit: int = 1000) -> dict[str, Any]:
+        """Retained events after a replay id: ``{"last_replay_id", "events": [...]}``."""
+        return self._call("GET", "/events", params={"after": after, "limit": limit})  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ data
+    def seed(self, object: str, count: int, fields: dict[str, Any] | None = None, emit_events: bool = True,
+             start: int = 0) -> list[str]:
+        """Create ``count`` records fast (``{i}`` in string values = index); returns their ids."""
+        body = {"object": object, "count": count, "fields": fields or {}, "emit_events": emit_events,
+                "start": start}
+        return list(self._call("POST", "/seed", json=body)["ids"])
+
+    def undelete(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Restore records from the recycle bin; per-id results like sObject Collections."""
+        return self._call("POST", "/undelete", json={"ids": ids})  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, Any]:
+        """API calls per endpoint, records per collection call, events emitted, faults injected."""
+        return self._call("GET", "/stats")  # type: ignore[no-any-return]
+
+    def reset_stats(self) -> dict[str, Any]:
+        """Zero the counters (returns the zeroed stats)."""
+        return self._call("POST", "/stats/reset")  # type: ignore[no-any-return]

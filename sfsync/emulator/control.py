@@ -1,0 +1,285 @@
+"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, sessions, CDC gaps, seeding,
+undelete, stats. They need no Salesforce session and are never counted as API calls.
+
+Bodies are JSON with snake_case keys, validated by the pydantic models below; a bad body answers 422
+``{"error": "...", "details": [...]}``. See docs/emulator.md for examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sfsync.emulator.cometd import GAP_TYPES
+from sfsync.emulator.core import Emulator, parse_json
+from sfsync.emulator.errors import SfError
+from sfsync.emulator.rest import emulator
+from sfsync.emulator.store import CallContext
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FaultSpec(_Model):
+    """A fault rule to add (see sfsync.emulator.faults.FaultRule)."""
+
+    method: str | None = None
+    path: str | None = None
+    sobject: str | None = None
+    status: int | None = Field(default=None, ge=100, le=599)
+    error_code: str | None = None
+    message: str | None = None
+    latency_ms: int = Field(default=0, ge=0)
+    drop_connection: bool = False
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    count: int | None = Field(default=None, ge=1)
+
+
+class ExpireSpec(_Model):
+    """Expire one session (``token``) or all of them."""
+
+    token: str | None = None
+
+
+class GapSpec(_Model):
+    """A gap event to emit."""
+
+    object: str
+    change_type: Literal["GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW"]
+    record_ids: list[str] = Field(default_factory=list)
+
+
+class TruncateSpec(_Model):
+    """Age out every retained event with replay id <= up_to."""
+
+    up_to: int
+
+
+class LimitsSpec(_Model):
+    """Daily API allowance and current usage."""
+
+    max: int | None = Field(default=None, ge=0)
+    used: int | None = Field(default=None, ge=0)
+
+
+class SeedSpec(_Model):
+    """Create ``count`` records of ``object``; ``{i}`` in string field values becomes the record's index."""
+
+    object: str
+    count: int = Field(ge=1, le=1_000_000)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    emit_events: bool = True
+    start: int = 0
+
+
+class IdsSpec(_Model):
+    """A list of record ids."""
+
+    ids: list[str]
+
+
+def _ok(body: Any, status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status)
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    try:
+        return model.model_validate(parse_json(raw) if raw else {})
+    except SfError as err:
+        raise BadBody(err.message, []) from None
+    except ValidationError as exc:
+        raise BadBody("invalid body", [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]) from None
+
+
+class BadBody(Exception):
+    """A control request body that failed validation (answered with 422)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+def bad_body_handler(request: Request, exc: Exception) -> Response:
+    """422 for control bodies that fail validation."""
+    assert isinstance(exc, BadBody)
+    return _ok({"error": exc.message, "details": exc.details}, status=422)
+
+
+async def health(request: Request) -> Response:
+    """GET /__emulator/health."""
+    return _ok({"ok": True})
+
+
+async def reset(request: Request) -> Response:
+    """POST /__emulator/reset: wipe records, events, sessions, faults and stats (schema and config kept)."""
+    emulator(request).reset()
+    return _ok({"reset": True})
+
+
+async def config(request: Request) -> Response:
+    """GET /__emulator/config; PUT with any subset of its keys."""
+    emu = emulator(request)
+    if request.method == "PUT":
+        raw = await request.body()
+        changes = parse_json(raw) if raw else {}
+        if not isinstance(changes, dict):
+            raise BadBody("body must be an object", [])
+        try:
+            return _ok(emu.configure(changes))
+        except KeyError as exc:
+            raise BadBody(f"unknown config key {exc.args[0]!r}", []) from None
+    return _ok(emu.public_config())
+
+
+async def limits(request: Request) -> Response:
+    """PUT /__emulator/limits {"max", "used"}: set the daily allowance and/or usage."""
+    emu = emulator(request)
+    spec = await _body(request, LimitsSpec)
+    if spec.max is not None:
+        emu.config.api_limit = spec.max
+    if spec.used is not None:
+        emu.api_used = spec.used
+    return _ok({"max": emu.config.api_limit, "used": emu.api_used})
+
+
+async def faults(request: Request) -> Response:
+    """POST (add a rule), GET (list), DELETE (clear all) /__emulator/faults."""
+    emu = emulator(request)
+    if request.method == "POST":
+        spec = await _body(request, FaultSpec)
+        try:
+            rule = emu.faults.add(**spec.model_dump())
+        except Exception as exc:  # bad regex
+            raise BadBody(str(exc), []) from None
+        return _ok(rule.public(), status=201)
+    if request.method == "DELETE":
+        emu.faults.clear()
+        return _ok({"cleared": True})
+    return _ok([rule.public() for rule in emu.faults.rules])
+
+
+async def fault(request: Request) -> Response:
+    """DELETE /__emulator/faults/{id}."""
+    removed = emulator(request).faults.remove(int(request.path_params["rule_id"]))
+    return _ok({"removed": removed}, status=200 if removed else 404)
+
+
+async def expire_sessions(request: Request) -> Response:
+    """POST /__emulator/sessions/expire {"token"?}: expire one or all sessions now."""
+    spec = await _body(request, ExpireSpec)
+    return _ok({"expired": emulator(request).auth.expire(spec.token)})
+
+
+async def refresh_token(request: Request) -> Response:
+    """POST /__emulator/refresh-token: mint a refresh token for the refresh_token grant."""
+    return _ok({"refresh_token": emulator(request).auth.new_refresh_token()})
+
+
+async def gap(request: Request) -> Response:
+    """POST /__emulator/events/gap: emit a GAP_* or GAP_OVERFLOW event."""
+    emu = emulator(request)
+    spec = await _body(request, GapSpec)
+    obj = emu.schema.get(spec.object)
+    if obj is None or spec.change_type not in GAP_TYPES:
+        raise BadBody(f"unknown object {spec.object!r}", [])
+    event = emu.bus.emit_gap(obj.name, spec.change_type, spec.record_ids, emu.store.admin_id)
+    return _ok({"replay_id": event.replay_id}, status=201)
+
+
+async def truncate(request: Request) -> Response:
+    """POST /__emulator/events/truncate {"up_to"}: age out events (replays from before become invalid)."""
+    emu = emulator(request)
+    spec = await _body(request, TruncateSpec)
+    return _ok({"dropped": emu.bus.truncate(spec.up_to), "oldest_valid_replay_id": emu.bus.dropped_upto})
+
+
+async def events(request: Request) -> Response:
+    """GET /__emulator/events?after=N&limit=M: retained events (for debugging and tests)."""
+    emu = emulator(request)
+    after = int(request.query_params.get("after", "-1"))
+    limit = int(request.query_params.get("limit", "1000"))
+    out = [{"replay_id": ev.replay_id, "channel": ev.channel, "payload": ev.data["payload"]}
+           for ev in emu.bus.events if ev.replay_id > after][:limit]
+    return _ok({"last_replay_id": emu.bus.last_replay_id, "events": out})
+
+
+async def seed(request: Request) -> Response:
+    """POST /__emulator/seed: create ``count`` records in one transaction; returns their ids."""
+    emu = emulator(request)
+    spec = await _body(request, SeedSpec)
+    obj = emu.schema.get(spec.object)
+    if obj is None:
+        raise BadBody(f"unknown object {spec.object!r}", [])
+    ctx = CallContext(user_id=emu.store.admin_id, origin="", emit_events=spec.emit_events)
+    tx = emu.store.begin(ctx)
+    ids = []
+    try:
+        for n in range(spec.start, spec.start + spec.count):
+            values = {k: v.replace("{i}", str(n)) if isinstance(v, str) else v for k, v in spec.fields.items()}
+            ids.append(emu.store.create(tx, obj, values))
+    except SfError as err:
+        emu.store.rollback(tx)
+        return _ok({"error": err.code, "message": err.message}, status=400)
+    emu.store.commit(tx)
+    return _ok({"ids": ids}, status=201)
+
+
+async def undelete(request: Request) -> Response:
+    """POST /__emulator/undelete {"ids"}: restore records from the recycle bin (UNDELETE events)."""
+    emu = emulator(request)
+    spec = await _body(request, IdsSpec)
+    results = []
+    tx = emu.store.begin(emu.context({}, api="rest"))
+    for record_id in spec.ids:
+        mark = len(tx.undo)
+        try:
+            results.append({"id": emu.store.undelete(tx, record_id), "success": True, "errors": []})
+        except SfError as err:
+            del tx.undo[mark:]
+            results.append({"id": record_id, "success": False, "errors": [err.record_error()]})
+    emu.store.commit(tx)
+    return _ok(results)
+
+
+async def stats(request: Request) -> Response:
+    """GET /__emulator/stats; POST /__emulator/stats/reset zeroes the counters."""
+    emu = emulator(request)
+    if request.method == "POST":
+        emu.stats.reset()
+    body = emu.stats.snapshot()
+    body["api_usage"] = {"used": emu.api_used, "max": emu.config.api_limit}
+    body["cometd_clients"] = len(emu.bus.clients)
+    return _ok(body)
+
+
+def routes(prefix: str = "/__emulator") -> list[Route]:
+    """The control routes."""
+    return [
+        Route(f"{prefix}/health", health, methods=["GET"]),
+        Route(f"{prefix}/reset", reset, methods=["POST"]),
+        Route(f"{prefix}/config", config, methods=["GET", "PUT"]),
+        Route(f"{prefix}/limits", limits, methods=["PUT"]),
+        Route(f"{prefix}/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route(f"{prefix}/faults/{{rule_id:int}}", fault, methods=["DELETE"]),
+        Route(f"{prefix}/sessions/expire", expire_sessions, methods=["POST"]),
+        Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),
+        Route(f"{prefix}/events", events, methods=["GET"]),
+        Route(f"{prefix}/events/gap", gap, methods=["POST"]),
+        Route(f"{prefix}/events/truncate", truncate, methods=["POST"]),
+        Route(f"{prefix}/seed", seed, methods=["POST"]),
+        Route(f"{prefix}/undelete", undelete, methods=["POST"]),
+        Route(f"{prefix}/stats", stats, methods=["GET"]),
+        Route(f"{prefix}/stats/reset", stats, methods=["POST"]),
+    ]
+
+
+__all__ = ["BadBody", "Emulator", "bad_body_handler", "routes"]

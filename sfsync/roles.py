@@ -1,0 +1,75 @@
+"""The roles ``sfsync run <role>`` starts, each a separate process and Kafka consumer group.
+
+Every role function takes the loaded config and a stop event set on
+SIGINT/SIGTERM, and returns once it has shut down cleanly (producers flushed,
+offsets committed for durable work only). The processor is a faust worker,
+which installs its own signal handling.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sfsync.config import SfsyncConfig
+
+RoleFn = Callable[[SfsyncConfig, threading.Event], None]
+
+
+def salesforce_producer(cfg: SfsyncConfig, stop: threading.Event) -> None:
+    from producers.salesforce.cdc import run
+
+    run(cfg, stop)
+
+
+def postgres_producer(cfg: SfsyncConfig, stop: threading.Event) -> None:
+    from producers.postgres.relay import run
+
+    run(cfg, stop)
+
+
+def processor(cfg: SfsyncConfig, stop: threading.Event) -> None:
+    from processors.app import run
+
+    run(cfg)
+
+
+def postgres_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
+    from consumers.postgres.sink import PostgresSink
+
+    from consumers.runner import SinkRunner
+
+    SinkRunner(cfg, PostgresSink(cfg)).run(stop)
+
+
+def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
+    from consumers.postgres.sink import PostgresSink
+    from consumers.salesforce.sink import SalesforceSink
+
+    from consumers.runner import SinkRunner
+
+    sink = SalesforceSink(cfg)
+    local = PostgresSink(cfg)
+
+    def write_back(_commands: object, _results: object) -> None:
+        # New Salesforce ids go onto the local rows as an sfsync write (no outbox echo).
+        created = sink.take_created_ids()
+        if created:
+            local.write_back_sfids(created)
+
+    try:
+        SinkRunner(cfg, sink, after_write=write_back).run(stop)
+    finally:
+        local.close()
+
+
+ROLES: dict[str, RoleFn] = {
+    "salesforce-producer": salesforce_producer,
+    "processor": processor,
+    "postgres-sink": postgres_sink,
+    "postgres-producer": postgres_producer,
+    "salesforce-sink": salesforce_sink,
+}
+
+#: The order ``sfsync dev`` starts them in (sinks before producers, so nothing waits on a consumer).
+START_ORDER = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer", "salesforce-producer"]

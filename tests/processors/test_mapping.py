@@ -1,0 +1,155 @@
+"""Pure mapping: Salesforce <-> local values, echoes, coercion failures, unchanged suppression."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processors.mapping import (
+    CoercionError,
+    Failed,
+    Mapped,
+    Skipped,
+    coerce,
+    is_own_origin,
+    map_inbound,
+    map_outbound,
+    suppress_unchanged,
+)
+from sfsync.config import FieldType, build_config
+from sfsync.records import ApplyOperation, ApplyTarget, ChangeEvent
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def cfg(**contact: Any) -> Any:
+    fields = [
+        {"column": "first_name", "field": "FirstName"},
+        {"column": "email", "field": "Email", "transforms": ["strip", "lower"]},
+        {"column": "rating", "field": "Rating__c", "value_map": {"hot": "Hot", "cold": "Cold"}},
+        {"column": "score", "field": "Score__c", "type": "integer", "direction": "to_local"},
+        {"column": "notes", "field": "Notes__c", "direction": "to_salesforce"},
+        {"column": "account_id", "field": "AccountId", "reference": "Account"},
+    ]
+    return build_config({
+        "salesforce": {"auth": {"username": "u", "password": "p"}},
+        "objects": {
+            "Contact": {"table": "contacts", "fields": fields, **contact},
+            "Account": {"table": "accounts", "fields": [{"column": "name", "field": "Name"}]},
+        },
+    })
+
+
+def sf_event(op: str = "update", origin: str | None = None, **values: Any) -> ChangeEvent:
+    return ChangeEvent(source="salesforce", object="Contact", operation=op, commit_ts=NOW, source_position="7",
+                       sfid="003000000000001AAA", changed_fields=list(values), values=values, origin=origin)
+
+
+def pg_event(op: str = "update", **values: Any) -> ChangeEvent:
+    return ChangeEvent(source="postgres", object="Contact", entity="contacts", operation=op, commit_ts=NOW,
+                       source_position="9", local_key="42", changed_fields=list(values), values=values)
+
+
+def test_inbound_maps_fields_value_maps_transforms_and_types() -> None:
+    result = map_inbound(sf_event(FirstName="Ada", Email="  ADA@Example.COM ", Rating__c="Hot", Score__c="12",
+                                  AccountId="001000000000001AAA", Notes__c="x", Local_Id__c="42"), cfg())
+    assert isinstance(result, Mapped)
+    c = result.command
+    assert c.target is ApplyTarget.LOCAL and c.operation is ApplyOperation.UPSERT
+    assert c.values == {"first_name": "Ada", "email": "ada@example.com", "rating": "hot", "score": 12,
+                        "account_id": "001000000000001AAA"}
+    assert "notes" not in c.values  # to_salesforce only
+    assert c.local_key == "42" and c.sfid == "003000000000001AAA"
+    assert result.unmapped_fields == ["Notes__c"]  # to_salesforce only: not applied inbound
+
+
+def test_inbound_unknown_object_and_unmapped_only_are_skipped() -> None:
+    other = ChangeEvent(source="salesforce", object="Lead", operation="update", commit_ts=NOW, source_position="1",
+                        sfid="00Q000000000001AAA", values={"LastName": "x"})
+    assert map_inbound(other, cfg()) == Skipped("unknown object Lead")
+    assert map_inbound(sf_event(Department="Sales"), cfg()) == Skipped("no mapped field changed")
+
+
+def test_inbound_echo_of_own_write_is_dropped_but_to_local_fields_apply() -> None:
+    origin = "com/salesforce/api/rest/59.0;client=sfsync"
+    assert map_inbound(sf_event(origin=origin, FirstName="Ada"), cfg()) == Skipped("echo of an sfsync write")
+    mixed = map_inbound(sf_event(origin=origin, FirstName="Ada", Score__c=3), cfg())
+    assert isinstance(mixed, Mapped) and mixed.command.values == {"score": 3}
+    assert is_own_origin(origin, "sfsync") and not is_own_origin("client=other", "sfsync")
+
+
+def test_inbound_value_that_cannot_be_coerced_fails_with_reason() -> None:
+    result = map_inbound(sf_event(Score__c="twelve"), cfg())
+    assert result == Failed("Score__c -> score: cannot coerce a str value to integer")
+
+
+def test_inbound_delete_follows_policy() -> None:
+    mapped = map_inbound(sf_event("delete"), cfg())
+    assert isinstance(mapped, Mapped) and mapped.command.operation is ApplyOperation.DELETE
+    assert isinstance(map_inbound(sf_event("delete"), cfg(delete_policy="ignore")), Skipped)
+
+
+def test_outbound_maps_columns_forward() -> None:
+    result = map_outbound(pg_event(first_name="Ada", email=" ADA@X.org", rating="cold", notes="n", score=5,
+                                   account_id=7), cfg())
+    assert isinstance(result, Mapped)
+    c = result.command
+    assert c.target is ApplyTarget.SALESFORCE and c.object == "Contact" and c.local_key == "42"
+    assert c.values == {"FirstName": "Ada", "Email": "ada@x.org", "Rating__c": "Cold", "Notes__c": "n",
+                        "AccountId": 7}
+    assert "Score__c" not in c.values  # to_local only
+
+
+def test_outbound_by_table_name_and_unmapped_update() -> None:
+    ev = ChangeEvent(source="postgres", object="", entity="contacts", operation="update", commit_ts=NOW,
+                     source_position="1", local_key="1", values={"first_name": "B"})
+    mapped = map_outbound(ev, cfg())
+    assert isinstance(mapped, Mapped) and mapped.command.object == "Contact"
+    assert map_outbound(pg_event(score=1), cfg()) == Skipped("no mapped column changed")
+
+
+def test_suppress_unchanged() -> None:
+    first = map_inbound(sf_event(FirstName="Ada", Email="a@x"), cfg())
+    assert isinstance(first, Mapped)
+    sent, synced = suppress_unchanged(first.command, None)
+    assert sent == first.command and synced == {"first_name": "Ada", "email": "a@x"}
+    again, synced2 = suppress_unchanged(first.command, synced)
+    assert again is None and synced2 == synced  # redelivery / echo: no-op
+    partly = map_inbound(sf_event(FirstName="Ada", Email="b@x"), cfg())
+    assert isinstance(partly, Mapped)
+    sent3, synced3 = suppress_unchanged(partly.command, synced)
+    assert sent3 is not None and sent3.values == {"email": "b@x"} and synced3["email"] == "b@x"
+
+
+@pytest.mark.parametrize(("value", "kind", "expected"), [
+    ("12", FieldType.INTEGER, 12), (12.0, FieldType.INTEGER, 12), ("1.50", FieldType.DECIMAL, Decimal("1.50")),
+    ("true", FieldType.BOOLEAN, True), (0, FieldType.BOOLEAN, False), ("2024-02-29", FieldType.DATE, date(2024, 2, 29)),
+    ("2024-02-29T10:00:00.000Z", FieldType.DATETIME, datetime(2024, 2, 29, 10, tzinfo=UTC)),
+    (1700000000000, FieldType.DATETIME, datetime.fromtimestamp(1700000000, UTC)), (5, FieldType.STRING, "5"),
+    (None, FieldType.INTEGER, None),
+])
+def test_coerce(value: Any, kind: FieldType, expected: Any) -> None:
+    assert coerce(value, kind, "f") == expected
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    ("x", FieldType.INTEGER), (1.5, FieldType.INTEGER), ("maybe", FieldType.BOOLEAN), ("NaN", FieldType.DECIMAL),
+    ("2024-13-01", FieldType.DATE), (b"\x00", FieldType.STRING), (True, FieldType.DECIMAL),
+])
+def test_coerce_rejects(value: Any, kind: FieldType) -> None:
+    with pytest.raises(CoercionError, match=f"f: cannot coerce a {type(value).__name__} value to {kind.value}"):
+        coerce(value, kind, "f")
+
+
+@given(st.text())
+def test_value_map_round_trips(text: str) -> None:
+    c = cfg()
+    out = map_outbound(pg_event(rating=text), c)
+    assert isinstance(out, Mapped)
+    back = map_inbound(sf_event(Rating__c=out.command.values["Rating__c"]), c)
+    assert isinstance(back, Mapped) and back.command.values["rating"] == text
