@@ -223,7 +223,7 @@ class SinkRunner:
                 continue
             self.stats.failed += 1
             route = route_failure(failure, attempt, self.cfg, self.sink.name)
-            previous = parse_failure_headers(msg.headers())
+            previous = parse_failure_headers(_headers(msg))
             origin = previous.origin or Origin(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             headers = failure_headers(failure, stage=f"{self.sink.name}-sink", attempt=attempt, origin=origin,
                                       first_attempt=previous.first_attempt, now=now)
@@ -259,13 +259,13 @@ class SinkRunner:
         """A retry message whose delay has not passed: pause its partition and rewind to it."""
         if msg.topic() not in self.retry_topics:
             return False
-        raw = read_headers(msg.headers()).get(H_NOT_BEFORE)
+        raw = read_headers(_headers(msg)).get(H_NOT_BEFORE)
         if not raw:
             return False
         due = int(raw) / 1000
         if due <= time.time():
             return False
-        tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
         self.consumer.pause([tp])
         self.consumer.seek(tp)
         self._delayed[(msg.topic() or "", msg.partition() or 0)] = due
@@ -280,3 +280,9 @@ class SinkRunner:
             del self._delayed[(topic, partition)]
             self.consumer.resume([TopicPartition(topic, partition)])
 
+
+def _headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    """Message headers as (name, bytes) pairs, whatever form librdkafka returned."""
+    raw = msg.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in items]

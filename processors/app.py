@@ -125,7 +125,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         web_bind="127.0.0.1",
         stream_wait_empty=False,
     )
-    app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # read by processors.transport
+    app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # type: ignore[attr-defined]  # processors.transport
     stats = ProcessorStats()
 
     def topic(name: str) -> Any:

@@ -303,7 +303,7 @@ class CometdEndpoint:
 
     @staticmethod
     def _drain(client: CometClient) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         while client.queue and len(out) < MAX_EVENTS_PER_RESPONSE:
             out.append(client.queue.popleft())
         if not client.queue:

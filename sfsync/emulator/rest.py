@@ -25,7 +25,7 @@ _SEASONS = ("Winter", "Spring", "Summer")
 
 def emulator(request: Request) -> Emulator:
     """The Emulator behind this app."""
-    return request.app.state.emulator  # type: ignore[no-any-return]
+    return request.app.state.emulator
 
 
 def version_of(request: Request) -> str:

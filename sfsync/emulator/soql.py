@@ -169,9 +169,9 @@ class Compiler:
                 nulls_first = (str(nulls.children[0]).lower() == "first") if nulls else not desc
                 query.order.append((self._getter(column), desc, nulls_first))
         if "limit" in parts:
-            query.limit = int(parts["limit"].children[0])
+            query.limit = int(str(parts["limit"].children[0]))
         if "offset" in parts:
-            query.offset = int(parts["offset"].children[0])
+            query.offset = int(str(parts["offset"].children[0]))
         return query
 
     def _parse(self) -> Tree:
@@ -185,7 +185,7 @@ class Compiler:
             raise _error("MALFORMED_QUERY", self.text, exc.column, f"unexpected token: '{exc.token}'") from None
         except UnexpectedCharacters as exc:
             raise _error("MALFORMED_QUERY", self.text, exc.column,
-                         f"unexpected token: '{self.text[exc.pos_in_stream]}'") from None
+                         f"unexpected token: '{self.text[exc.pos_in_stream or 0]}'") from None
         except UnexpectedInput as exc:  # pragma: no cover - other lark input errors
             raise _error("MALFORMED_QUERY", self.text, 1, str(exc)) from None
 
@@ -266,7 +266,7 @@ class Compiler:
                 current = found[1] if found else None
                 if current is None:
                     return None
-            return leaf(current)
+            return leaf(current) if current is not None else None
 
         return follow
 
@@ -430,7 +430,7 @@ def _matching(query: Query, store: Store, include_deleted: bool) -> list[dict[st
     for getter, desc, nulls_first in reversed(query.order):
         present = [rec for rec in rows if getter(rec) is not None]
         absent = [rec for rec in rows if getter(rec) is None]
-        present.sort(key=lambda rec, g=getter: _fold(g(rec)), reverse=desc)
+        present.sort(key=_sort_key(getter), reverse=desc)
         rows = absent + present if nulls_first else present + absent
     end = None if query.limit is None else query.offset + query.limit
     return rows[query.offset:end]
@@ -478,3 +478,8 @@ def run_flat(query: Query, store: Store, include_deleted: bool = False) -> tuple
     getters = [compiler._getter(column) for column in query.columns]
     rows = [[g(rec) for g in getters] for rec in _matching(query, store, include_deleted)]
     return [column.label for column in query.columns], rows
+
+
+def _sort_key(getter: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """A sort key that folds values (case-insensitive text, comparable types) like SOQL's ORDER BY."""
+    return lambda rec: _fold(getter(rec))
