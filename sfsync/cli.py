@@ -140,7 +140,7 @@ def dev(
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
     stack = DevStack(directory, base)
-    with console.status("starting embedded broker, PostgreSQL ..."):
+    with console.status("starting embedded broker, PostgreSQL, Salesforce emulator, roles ..."):
         try:
             endpoints = stack.start()
         except ConfigError as e:
@@ -149,14 +149,21 @@ def dev(
     table.add_column("service")
     table.add_column("where")
     for key, value in endpoints.to_json().items():
-        table.add_row(key, str(value))
+        if key == "roles":
+            for name, pid in value.items():
+                table.add_row(name, f"pid {pid}, log {directory / 'logs' / (name + '.log')}")
+        elif key == "salesforce":
+            table.add_row("salesforce", f"{value['url']} (user {value['username']}, CA {value['ca']})")
+        else:
+            table.add_row(key, str(value))
     table.add_row("state dir", str(directory))
     console.print(table)
     console.print(f"ready: endpoints in {directory / 'endpoints.json'}; Ctrl-C stops everything")
     sys.stdout.flush()
     try:
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(1.0):
+            for name in stack.roles.restart_dead():
+                console.print(f"[yellow]role {name} exited; restarted (log in {directory / 'logs'})[/yellow]")
     finally:
         console.print("stopping ...")
         stack.stop()

@@ -27,7 +27,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux)."""
     def setup() -> None:
         if sys.platform.startswith("linux"):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -56,7 +57,7 @@ def spawn(
         stderr=subprocess.STDOUT if stdout is None else None,
         user=user,
         env={**os.environ, **(env or {})},
-        preexec_fn=_die_with_parent(death_signal),
+        preexec_fn=die_with_parent(death_signal),
     )
 
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sfsync.config import SfsyncConfig, build_config
+from sfsync.config import SfsyncConfig, build_config, read_yaml
 from sfsync.devstack.broker import EmbeddedBroker
 from sfsync.devstack.postgres import EmbeddedPostgres
+from sfsync.devstack.roles import RoleSet
 from sfsync.kafka.topics import TopicReport, apply_topics
 
 # Dev/test tuning (NOTES.md): a consumer-group join waits ~half the session
@@ -45,6 +47,15 @@ class Endpoints:
         return {"kafka": self.kafka, "postgres": self.postgres, **self.extra}
 
 
+def demo_config() -> dict[str, Any]:
+    """The example config (Account, Contact, Case on the demo tables): what ``sfsync dev`` runs by default."""
+    for candidate in (Path(__file__).resolve().parents[2] / "sfsync.example.yaml",
+                      Path(sys.prefix) / "share" / "sfsync" / "sfsync.example.yaml"):
+        if candidate.exists():
+            return read_yaml(candidate)
+    raise FileNotFoundError("sfsync.example.yaml not found next to the package or in <prefix>/share/sfsync")
+
+
 def effective_config(base: dict[str, Any], endpoints: Endpoints) -> dict[str, Any]:
     """The user's raw config with the dev stack's addresses and dev tuning laid over it."""
     data = json.loads(json.dumps(base))  # deep copy of plain YAML data
@@ -53,31 +64,62 @@ def effective_config(base: dict[str, Any], endpoints: Endpoints) -> dict[str, An
     kafka["bootstrap_servers"] = endpoints.kafka
     kafka.setdefault("partitions", 3)
     data.setdefault("postgres", {})["dsn"] = endpoints.postgres
+    sf = endpoints.extra.get("salesforce")
+    if sf:
+        salesforce = data.setdefault("salesforce", {})
+        salesforce.update({"login_url": sf["url"], "ca_bundle": sf["ca"], "instance_url": None})
+        salesforce["auth"] = {"flow": "password", "client_id": "sfsync-dev", "username": sf["username"],
+                              "password": sf["password"]}
     return data
 
 
 class DevStack:
-    """The embedded broker + PostgreSQL (+ later the emulator and every role)."""
+    """The embedded broker, PostgreSQL and Salesforce emulator, and every role as its own process.
 
-    def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None) -> None:
+    ``roles=False`` starts only the services (tests that run roles themselves).
+    """
+
+    def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None, roles: bool = True) -> None:
         self.state_dir = state_dir
-        self.base_config = base_config or {}
+        self.demo = not (base_config or {}).get("objects")
+        self.base_config = {**demo_config(), **(base_config or {})} if self.demo else dict(base_config or {})
+        self.with_roles = roles
         self.broker = EmbeddedBroker(log_path=state_dir / "broker.log")
         self.postgres = EmbeddedPostgres(state_dir / "pgdata")
+        self.emulator: Any = None
         self.config: SfsyncConfig | None = None
         self.topic_reports: list[TopicReport] = []
         self.endpoints: Endpoints | None = None
+        self.roles = RoleSet(self.config_path, state_dir / "logs")
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "sfsync.yaml"
 
     def start(self) -> Endpoints:
+        from sfsync.emulator.testing import PASSWORD, USERNAME, start_emulator
+
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             kafka = self.broker.start()
             dsn = self.postgres.start()
-            endpoints = Endpoints(kafka=kafka, postgres=dsn)
+            self.emulator = start_emulator(self.state_dir / "emulator")
+            endpoints = Endpoints(kafka=kafka, postgres=dsn, extra={"salesforce": {
+                "url": self.emulator.url, "ca": str(self.emulator.ca_path), "username": USERNAME,
+                "password": PASSWORD}})
             raw = effective_config(self.base_config, endpoints)
             self.config = build_config(raw, "dev stack config")
             self.topic_reports = apply_topics(self.config)
-            self._write(self.state_dir / "sfsync.yaml", yaml.safe_dump(raw, sort_keys=False))
+            self._write(self.config_path, yaml.safe_dump(raw, sort_keys=False))
+            if self.with_roles:
+                from sfsync.database.schema import init_schema
+
+                init_schema(self.config, demo=self.demo)
+                from sfsync.roles import START_ORDER
+
+                for role in START_ORDER:
+                    self.roles.start(role)
+                endpoints.extra["roles"] = {name: proc.pid for name, proc in self.roles.procs.items()}
             self._write(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
         except BaseException:
             self.stop()
@@ -95,6 +137,9 @@ class DevStack:
         os.replace(tmp, path)
 
     def stop(self) -> None:
+        self.roles.stop_all()
+        if self.emulator is not None:
+            self.emulator.stop()
         self.postgres.stop()
         self.broker.stop()
         (self.state_dir / "endpoints.json").unlink(missing_ok=True)

@@ -34,7 +34,7 @@ class EmulatorControl:
     # ------------------------------------------------------------------ state
     def health(self) -> dict[str, Any]:
         """``GET /health``."""
-        return self._call("GET", "/health")  # type: ignore[no-any-return]
+        return self._call("GET", "/health")
 
     def reset(self) -> None:
         """Wipe records, events, sessions, faults and stats (schema and config kept)."""
@@ -43,22 +43,22 @@ class EmulatorControl:
     def config(self, **changes: Any) -> dict[str, Any]:
         """Read the configuration, or change some keys (e.g. ``session_lifetime_seconds=5``)."""
         if changes:
-            return self._call("PUT", "/config", json=changes)  # type: ignore[no-any-return]
-        return self._call("GET", "/config")  # type: ignore[no-any-return]
+            return self._call("PUT", "/config", json=changes)
+        return self._call("GET", "/config")
 
     def set_limits(self, max: int | None = None, used: int | None = None) -> dict[str, Any]:
         """Set the daily API allowance and/or the calls already used."""
-        return self._call("PUT", "/limits", json={"max": max, "used": used})  # type: ignore[no-any-return]
+        return self._call("PUT", "/limits", json={"max": max, "used": used})
 
     # ------------------------------------------------------------------ faults
     def add_fault(self, **rule: Any) -> dict[str, Any]:
         """Add a fault rule: method, path (regex), sobject, status, error_code, message, latency_ms,
         drop_connection, probability, count. Returns the rule with its ``id``."""
-        return self._call("POST", "/faults", json=rule)  # type: ignore[no-any-return]
+        return self._call("POST", "/faults", json=rule)
 
     def faults(self) -> list[dict[str, Any]]:
         """The active rules with their ``fired`` counts."""
-        return self._call("GET", "/faults")  # type: ignore[no-any-return]
+        return self._call("GET", "/faults")
 
     def remove_fault(self, rule_id: int) -> None:
         """Remove one rule."""
@@ -85,11 +85,11 @@ class EmulatorControl:
 
     def truncate_events(self, up_to: int) -> dict[str, Any]:
         """Age out retained events with replay id <= ``up_to``."""
-        return self._call("POST", "/events/truncate", json={"up_to": up_to})  # type: ignore[no-any-return]
+        return self._call("POST", "/events/truncate", json={"up_to": up_to})
 
     def events(self, after: int = -1, limit: int = 1000) -> dict[str, Any]:
         """Retained events after a replay id: ``{"last_replay_id", "events": [...]}``."""
-        return self._call("GET", "/events", params={"after": after, "limit": limit})  # type: ignore[no-any-return]
+        return self._call("GET", "/events", params={"after": after, "limit": limit})
 
     # ------------------------------------------------------------------ data
     def seed(self, object: str, count: int, fields: dict[str, Any] | None = None, emit_events: bool = True,
@@ -101,13 +101,13 @@ class EmulatorControl:
 
     def undelete(self, ids: list[str]) -> list[dict[str, Any]]:
         """Restore records from the recycle bin; per-id results like sObject Collections."""
-        return self._call("POST", "/undelete", json={"ids": ids})  # type: ignore[no-any-return]
+        return self._call("POST", "/undelete", json={"ids": ids})
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
         """API calls per endpoint, records per collection call, events emitted, faults injected."""
-        return self._call("GET", "/stats")  # type: ignore[no-any-return]
+        return self._call("GET", "/stats")
 
     def reset_stats(self) -> dict[str, Any]:
         """Zero the counters (returns the zeroed stats)."""
-        return self._call("POST", "/stats/reset")  # type: ignore[no-any-return]
+        return self._call("POST", "/stats/reset")

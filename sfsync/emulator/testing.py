@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import ssl
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from aiosfstream_ng import Client
 from aiosfstream_ng.auth import PasswordAuthenticator
 from simple_salesforce import Salesforce
 
+from sfsync.devstack.process import die_with_parent
 from sfsync.emulator.client import EmulatorControl
 
 USERNAME = "admin@example.com"
@@ -79,7 +81,7 @@ class EmulatorHandle:
         with self.http_session() as session:
             response = session.post(f"{self.url}/services/oauth2/token", data=data, timeout=30)
         response.raise_for_status()
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def access_token(self) -> str:
         """A fresh access token (password grant)."""
@@ -153,7 +155,9 @@ def start_emulator(state_dir: Path, schema_file: Path | None = None) -> Emulator
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = (state_dir / "emulator.log").open("ab")
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    # The emulator dies with whoever started it (tests, the dev stack), even on kill -9.
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env,
+                               preexec_fn=die_with_parent(signal.SIGTERM))
     log.close()
     assert process.stdout is not None
     line = _read_ready_line(process, START_TIMEOUT)

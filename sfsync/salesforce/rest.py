@@ -30,6 +30,9 @@ class SalesforceClient:
         self._lock = threading.Lock()
         self._http = requests.Session()
         self._http.verify = str(cfg.ca_bundle) if cfg.ca_bundle else True
+        if cfg.ca_bundle:
+            # else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment would replace ``verify``
+            self._http.trust_env = False
         self._http.headers["Sforce-Call-Options"] = f"client={cfg.call_options_client}"
         adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self._http.mount("https://", adapter)
@@ -88,4 +91,20 @@ class SalesforceClient:
         return (int(usage.used), int(usage.total)) if usage is not None else None
 
     def restful(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
+        """``sf.restful`` through :meth:`call` (JSON answer, ``None`` for 204)."""
+        kwargs.setdefault("timeout", self.cfg.request_timeout_s)
         return self.call(lambda sf: sf.restful(path, method=method, **kwargs))
+
+    def describe(self, sobject: str) -> dict[str, Any]:
+        """``GET sobjects/{sobject}/describe`` (one API call; callers cache it)."""
+        result = self.restful(f"sobjects/{sobject}/describe")
+        return dict(result)
+
+    def query_records(self, soql: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """Every record of a SOQL query, following ``nextRecordsUrl`` (``queryAll`` when ``include_deleted``)."""
+        result = self.call(lambda sf: sf.query_all(soql, include_deleted=include_deleted))
+        return [dict(r) for r in result.get("records", [])]
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._http.close()

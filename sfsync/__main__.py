@@ -1,0 +1,5 @@
+"""``python -m sfsync`` = the ``sfsync`` command."""
+
+from sfsync.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""aiosfstream-ng wired to sfsync's OAuth flows and TLS trust.
+
+:class:`SfsyncAuthenticator` is the library's extension point (an ``AuthenticatorBase`` subclass): every
+(re-)authentication — at ``open()`` and whenever the Streaming API answers ``401``/``403`` — runs
+:func:`sfsync.salesforce.auth.fetch_token` with the configured flow (password, JWT bearer, refresh
+token, client credentials) against ``salesforce.login_url``. Its ``repr`` and errors never contain a
+secret or a token.
+
+:func:`make_streaming_client` builds the ``Client`` (``connection_timeout=0``: keeps aiocometd-ng off its
+Python >= 3.10 ``wait_for(loop=)`` bug path, so network loss means "keep reconnecting"), with its ``ssl``
+attribute trusting ``salesforce.ca_bundle`` when set. Call it inside a running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import MutableMapping
+from typing import Any
+
+from aiosfstream_ng import Client, ReplayMarker, ReplayMarkerStoragePolicy
+from aiosfstream_ng.auth import AuthenticatorBase
+
+from sfsync.config import SalesforceConfig
+from sfsync.salesforce.auth import AuthenticationFailed, fetch_token
+
+
+class SfsyncAuthenticator(AuthenticatorBase):
+    """Authenticates the streaming client through sfsync's own OAuth module."""
+
+    def __init__(self, cfg: SalesforceConfig) -> None:
+        super().__init__()
+        self._cfg = cfg
+        self.auth_count = 0
+        self.last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SfsyncAuthenticator({self._cfg.login_url!r}, flow={self._cfg.auth.flow.value})"
+
+    async def _authenticate(self) -> tuple[int, dict[str, Any]]:
+        try:
+            token = await asyncio.to_thread(fetch_token, self._cfg)
+        except AuthenticationFailed as e:
+            self.last_error = f"{e.error}: {e.description}"
+            return e.status or 503, {"error": e.error, "error_description": e.description}
+        self.auth_count += 1
+        self.last_error = None
+        return 200, {
+            "access_token": token.access_token,
+            "instance_url": token.instance_url,
+            "token_type": token.token_type or "Bearer",
+            "id": str(token.raw.get("id", "")),
+            "issued_at": str(token.raw.get("issued_at", "")),
+            "signature": str(token.raw.get("signature", "")),
+        }
+
+
+def ssl_context(cfg: SalesforceConfig) -> ssl.SSLContext | None:
+    """An SSL context trusting ``ca_bundle`` (None: the library default, the system store)."""
+    return ssl.create_default_context(cafile=str(cfg.ca_bundle)) if cfg.ca_bundle else None
+
+
+def make_streaming_client(cfg: SalesforceConfig, replay: MutableMapping[str, ReplayMarker],
+                          max_pending_count: int = 1000) -> Client:
+    """A streaming client resuming from ``replay`` (channel -> marker; the client updates it as events are
+    received: ``AUTOMATIC`` policy)."""
+    client = Client(
+        SfsyncAuthenticator(cfg),
+        replay=replay,
+        replay_storage_policy=ReplayMarkerStoragePolicy.AUTOMATIC,
+        connection_timeout=0,
+        max_pending_count=max_pending_count,
+    )
+    context = ssl_context(cfg)
+    if context is not None:
+        client.ssl = context
+    return client
