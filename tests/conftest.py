@@ -106,3 +106,114 @@ def kafka_config(kafka_bootstrap: str, topic_prefix: str) -> dict[str, Any]:
 
     return {**DEV_KAFKA, "bootstrap_servers": kafka_bootstrap, "topic_prefix": topic_prefix, "partitions": 3}
 
+
+
+class Pipeline:
+    """A running pipeline for end-to-end tests: config, roles as processes, and handles on both sides.
+
+    Isolated from other pipelines by its own topic prefix and PostgreSQL schema; the emulator is reset
+    when it starts. Roles run exactly as deploy/ runs them: ``python -m sfsync run <role> --config FILE``.
+    """
+
+    def __init__(self, root: Any, kafka_bootstrap: str, postgres_dsn: str, emulator: Any,
+                 overrides: dict[str, Any] | None = None) -> None:
+        import yaml
+
+        from sfsync.config import build_config
+        from sfsync.devstack.roles import RoleSet
+        from sfsync.devstack.stack import DEV_KAFKA, demo_config
+        from sfsync.emulator.testing import PASSWORD, USERNAME
+
+        self.emulator = emulator
+        self.prefix = f"e{uuid.uuid4().hex[:8]}"
+        self.schema = f"s_{self.prefix}"
+        raw = demo_config()
+        raw["kafka"] = {**DEV_KAFKA, "bootstrap_servers": kafka_bootstrap, "topic_prefix": self.prefix,
+                        "partitions": 3}
+        raw["postgres"] = {"dsn": postgres_dsn, "schema": self.schema}
+        raw["salesforce"] = {"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
+                             "auth": {"flow": "password", "client_id": "sfsync-test", "username": USERNAME,
+                                      "password": PASSWORD}}
+        raw["retry"] = {"tiers": [{"name": "r1", "delay_ms": 200}, {"name": "r2", "delay_ms": 1000}],
+                        "max_attempts": 6}
+        raw["sinks"] = {"postgres": {"batch_size": 500, "linger_ms": 20},
+                        "salesforce": {"batch_size": 200, "linger_ms": 100}}
+        for key, value in (overrides or {}).items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        self.raw = raw
+        self.cfg = build_config(raw)
+        self.config_path = root / "sfsync.yaml"
+        self.config_path.write_text(yaml.safe_dump(raw))
+        self.roles = RoleSet(self.config_path, root / "logs")
+
+    def rewrite_config(self) -> None:
+        """Apply edits made to ``raw`` (before roles start)."""
+        import yaml
+
+        from sfsync.config import build_config
+
+        self.cfg = build_config(self.raw)
+        self.config_path.write_text(yaml.safe_dump(self.raw))
+
+    def prepare(self) -> None:
+        from sfsync.database.schema import init_schema
+        from sfsync.kafka.topics import apply_topics
+
+        self.emulator.control.reset()
+        apply_topics(self.cfg)
+        init_schema(self.cfg, demo=True)
+
+    def start(self, roles: list[str]) -> None:
+        for role in roles:
+            self.roles.start(role)
+
+    def sf(self) -> Any:
+        """simple-salesforce against the emulator (not tagged as sfsync: a user's change)."""
+        return self.emulator.salesforce()
+
+    def db(self) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self.cfg.postgres.dsn.get_secret_value(), autocommit=True)
+        conn.execute(f'set search_path to "{self.schema}"')
+        return conn
+
+    def logs(self) -> str:
+        out = []
+        for role in self.roles.procs:
+            path = self.roles.log_path(role)
+            if path.exists():
+                out.append(f"--- {role} ---\n" + path.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+    def wait_until(self, predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{self.logs()}")
+
+    def stop(self) -> None:
+        self.roles.stop_all()
+
+
+@pytest.fixture(scope="module")
+def pipeline_factory(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, postgres_dsn: str,
+                     emulator: Any) -> Iterator[Any]:
+    """Build pipelines (stopped at the end of the module); ``factory(overrides=...)``."""
+    made: list[Pipeline] = []
+
+    def factory(overrides: dict[str, Any] | None = None) -> Pipeline:
+        p = Pipeline(tmp_path_factory.mktemp("pipeline"), kafka_bootstrap, postgres_dsn, emulator, overrides)
+        made.append(p)
+        p.prepare()
+        return p
+
+    yield factory
+    for p in made:
+        p.stop()
