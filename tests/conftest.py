@@ -198,6 +198,54 @@ class Pipeline:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{self.logs()}")
 
+    def read_topic(self, topic: str, timeout: float = 8.0) -> list[Any]:
+        """Every message currently on ``topic`` (a fresh consumer group; stops after 3 quiet seconds)."""
+        import time
+
+        from sfsync.kafka.clients import make_consumer
+
+        consumer = make_consumer(self.cfg.kafka, f"{self.prefix}-reader-{time.monotonic_ns()}")
+        consumer.subscribe([topic])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while time.monotonic() < deadline and quiet < 3:
+            batch = consumer.consume(1000, 1.0)
+            out += [m for m in batch if m.error() is None]
+            quiet = quiet + 1 if not batch else 0
+        consumer.close()
+        return out
+
+    def local_ids(self, table: str) -> set[str]:
+        with self.db() as conn:
+            return {r[0] for r in conn.execute(f"select sfid from {table} where sfid is not null")}
+
+    def wait_inbound_ready(self) -> None:
+        """Create canary Accounts until one arrives locally (the producer may start at 'latest')."""
+        sf = self.sf()
+        made: list[str] = []
+
+        def arrived() -> bool:
+            made.append(sf.Account.create({"Name": f"canary-{len(made)}"})["id"])
+            return bool(set(made) & self.local_ids("accounts"))
+
+        self.wait_until(arrived, 90, "the inbound pipeline to deliver a canary", interval=1.0)
+
+    def wait_outbound_ready(self) -> None:
+        """Insert canary accounts until one reaches Salesforce (consumer groups need a moment to form)."""
+        made: list[str] = []
+        sf = self.sf()
+
+        def arrived() -> bool:
+            with self.db() as conn:
+                made.append(str(conn.execute("insert into accounts (name) values ('canary') returning id"
+                                             ).fetchone()[0]))
+            keys = ", ".join(f"'{k}'" for k in made)
+            found = sf.query(f"select Id from Account where Local_Id__c in ({keys})")
+            return bool(found["records"])
+
+        self.wait_until(arrived, 90, "the outbound pipeline to deliver a canary", interval=1.0)
+
     def stop(self) -> None:
         self.roles.stop_all()
 

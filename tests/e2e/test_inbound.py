@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from sfsync.kafka.clients import make_consumer
 from sfsync.kafka.topics import TopicNames
 from sfsync.records import Alert
 from sfsync.serde import Serde
@@ -48,18 +47,6 @@ def local_rows(p: Any, table: str, columns: str) -> dict[str, tuple[Any, ...]]:
         return {r[0]: tuple(r[1:]) for r in conn.execute(f"select sfid, {columns} from {table} where sfid is not null")}
 
 
-def wait_ready(p: Any) -> None:
-    """Create a canary Account until one arrives locally (the producer may start at 'latest')."""
-    sf = p.sf()
-    seen: list[str] = []
-
-    def arrived() -> bool:
-        seen.append(sf.Account.create({"Name": f"canary-{len(seen)}"})["id"])
-        return bool(set(seen) & set(local_rows(p, "accounts", "name")))
-
-    p.wait_until(arrived, 90, "the inbound pipeline to deliver a canary", interval=1.0)
-
-
 @pytest.fixture(scope="module")
 def inbound(pipeline_factory: Any) -> Any:
     p = pipeline_factory()
@@ -69,7 +56,7 @@ def inbound(pipeline_factory: Any) -> Any:
         {"column": "account_number", "field": "AccountNumber", "type": "integer"})
     p.rewrite_config()
     p.start(INBOUND_ROLES)
-    wait_ready(p)
+    p.wait_inbound_ready()
     return p
 
 
@@ -152,20 +139,6 @@ def test_kill_9_mid_stream_loses_nothing(inbound: Any, victim: str) -> None:
     assert dupes == [] and named == (500,)
 
 
-def read_topic(p: Any, topic: str, timeout: float = 10.0) -> list[Any]:
-    consumer = make_consumer(p.cfg.kafka, f"{p.prefix}-reader-{time.monotonic_ns()}")
-    consumer.subscribe([topic])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while time.monotonic() < deadline and quiet < 3:
-        batch = consumer.consume(500, 1.0)
-        out += [m for m in batch if m.error() is None]
-        quiet = quiet + 1 if not batch else 0
-    consumer.close()
-    return out
-
-
 def test_poison_records_go_to_the_dlq_and_the_rest_arrive(inbound: Any) -> None:
     from consumers.failures import parse_failure_headers
 
@@ -184,7 +157,7 @@ def test_poison_records_go_to_the_dlq_and_the_rest_arrive(inbound: Any) -> None:
 
     def dead_letters() -> dict[str, Any]:
         return {parse_failure_headers(m.headers()).message: parse_failure_headers(m.headers())
-                for m in read_topic(inbound, names.dlq("postgres"), 5)}
+                for m in inbound.read_topic(names.dlq("postgres"), 5)}
 
     letters = inbound.wait_until(lambda: len(dead_letters()) >= 2 and dead_letters(), 20, "two dead letters")
     reasons = "\n".join(letters)
@@ -239,5 +212,5 @@ def test_replay_id_outside_retention_catches_up_and_alerts(inbound: Any) -> None
     inbound.roles.start("salesforce-producer")
     inbound.wait_until(lambda: missed in local_rows(inbound, "accounts", "name"), 30, "catch-up after lost retention")
     names = TopicNames(inbound.prefix)
-    alerts = [Serde().decode(m.value(), Alert) for m in read_topic(inbound, names.alerts, 5)]
+    alerts = [Serde().decode(m.value(), Alert) for m in inbound.read_topic(names.alerts, 5)]
     assert any(a.kind.value == "replay_gap" for a in alerts), alerts
