@@ -37,7 +37,7 @@ class EmulatorControl:
         return self._call("GET", "/health")
 
     def reset(self) -> None:
-        """Wipe records, events, sessions, faults and stats (schema and config kept)."""
+        """Wipe records, events, sessions, faults, validation rules and stats (schema and config kept)."""
         self._call("POST", "/reset")
 
     def config(self, **changes: Any) -> dict[str, Any]:
@@ -67,6 +67,24 @@ class EmulatorControl:
     def clear_faults(self) -> None:
         """Remove every rule."""
         self._call("DELETE", "/faults")
+
+    # ------------------------------------------------------------------ validation rules
+    def add_validation_rule(self, **rule: Any) -> dict[str, Any]:
+        """Add a validation rule: object, field, equals or regex, error_code, message, fields. Returns the
+        rule with its ``id``."""
+        return self._call("POST", "/validation-rules", json=rule)
+
+    def validation_rules(self) -> list[dict[str, Any]]:
+        """The active validation rules with their ``fired`` counts."""
+        return self._call("GET", "/validation-rules")
+
+    def remove_validation_rule(self, rule_id: int) -> None:
+        """Remove one validation rule."""
+        self._call("DELETE", f"/validation-rules/{rule_id}")
+
+    def clear_validation_rules(self) -> None:
+        """Remove every validation rule."""
+        self._call("DELETE", "/validation-rules")
 
     # ------------------------------------------------------------------ sessions
     def expire_sessions(self, token: str | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, sessions, CDC gaps, seeding,
-undelete, stats. They need no Salesforce session and are never counted as API calls.
+"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, sessions, CDC
+gaps, seeding, undelete, stats. They need no Salesforce session and are never counted as API calls.
 
 Bodies are JSON with snake_case keys, validated by the pydantic models below; a bad body answers 422
 ``{"error": "...", "details": [...]}``. See docs/emulator.md for examples.
@@ -19,6 +19,7 @@ from sfsync.emulator.core import Emulator, parse_json
 from sfsync.emulator.errors import SfError
 from sfsync.emulator.rest import emulator
 from sfsync.emulator.store import CallContext
+from sfsync.emulator.validation import DEFAULT_CODE, RuleSpecError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +41,18 @@ class FaultSpec(_Model):
     drop_connection: bool = False
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
     count: int | None = Field(default=None, ge=1)
+
+
+class ValidationRuleSpec(_Model):
+    """A validation rule to add (see sfsync.emulator.validation); exactly one of ``equals``/``regex``."""
+
+    object: str
+    field: str
+    equals: Any = None
+    regex: str | None = None
+    error_code: str = Field(default=DEFAULT_CODE, min_length=1)
+    message: str | None = None
+    fields: list[str] | None = None
 
 
 class ExpireSpec(_Model):
@@ -120,7 +133,8 @@ async def health(request: Request) -> Response:
 
 
 async def reset(request: Request) -> Response:
-    """POST /__emulator/reset: wipe records, events, sessions, faults and stats (schema and config kept)."""
+    """POST /__emulator/reset: wipe records, events, sessions, faults, validation rules and stats (schema and
+    config kept)."""
     emulator(request).reset()
     return _ok({"reset": True})
 
@@ -170,6 +184,31 @@ async def faults(request: Request) -> Response:
 async def fault(request: Request) -> Response:
     """DELETE /__emulator/faults/{id}."""
     removed = emulator(request).faults.remove(int(request.path_params["rule_id"]))
+    return _ok({"removed": removed}, status=200 if removed else 404)
+
+
+async def validation_rules(request: Request) -> Response:
+    """POST (add a rule), GET (list with ``fired`` counts), DELETE (clear all) /__emulator/validation-rules."""
+    rules = emulator(request).store.validation
+    if request.method == "POST":
+        spec = await _body(request, ValidationRuleSpec)
+        kwargs = spec.model_dump(exclude={"equals"})
+        if "equals" in spec.model_fields_set:
+            kwargs["equals"] = spec.equals
+        try:
+            rule = rules.add(**kwargs)
+        except RuleSpecError as exc:
+            raise BadBody(str(exc), []) from None
+        return _ok(rule.public(), status=201)
+    if request.method == "DELETE":
+        rules.clear()
+        return _ok({"cleared": True})
+    return _ok([rule.public() for rule in rules.rules])
+
+
+async def validation_rule(request: Request) -> Response:
+    """DELETE /__emulator/validation-rules/{id}."""
+    removed = emulator(request).store.validation.remove(int(request.path_params["rule_id"]))
     return _ok({"removed": removed}, status=200 if removed else 404)
 
 
@@ -270,6 +309,8 @@ def routes(prefix: str = "/__emulator") -> list[Route]:
         Route(f"{prefix}/limits", limits, methods=["PUT"]),
         Route(f"{prefix}/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route(f"{prefix}/faults/{{rule_id:int}}", fault, methods=["DELETE"]),
+        Route(f"{prefix}/validation-rules", validation_rules, methods=["GET", "POST", "DELETE"]),
+        Route(f"{prefix}/validation-rules/{{rule_id:int}}", validation_rule, methods=["DELETE"]),
         Route(f"{prefix}/sessions/expire", expire_sessions, methods=["POST"]),
         Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),
         Route(f"{prefix}/events", events, methods=["GET"]),

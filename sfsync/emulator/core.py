@@ -1,7 +1,8 @@
 """The emulated org: one object holding schema, records, sessions, CDC bus, faults, stats and config.
 
 Everything the HTTP layer does goes through an :class:`Emulator`. ``reset()`` wipes records, events,
-sessions, faults, stats, query cursors and Bulk jobs but keeps the schema and the configuration.
+sessions, faults, validation rules, stats, query cursors and Bulk jobs but keeps the schema and the
+configuration.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Emulator:
         self.jobs: dict[str, Any] = {}
 
     def reset(self) -> None:
-        """Wipe data, events, sessions, faults and stats; keep schema and configuration."""
+        """Wipe data, events, sessions, faults, validation rules and stats; keep schema and configuration."""
+        self.store.validation.clear()
         self.store.reset()
         self.bus.reset()
         self.auth.reset(self.store.admin_id)

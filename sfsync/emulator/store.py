@@ -9,6 +9,8 @@ Contract:
 - Lookups by id and by unique/external-id value are dict lookups; no write scans a table.
 - Deleted records stay in the store with ``IsDeleted = true`` (the recycle bin) until reset; they are
   out of the unique indexes and visible only to ``queryAll`` and ``getDeleted``.
+- Custom validation rules (:attr:`Store.validation`, see sfsync.emulator.validation) run on every
+  create and update after the required-field and reference checks, before the unique-index check.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from sfsync.emulator.errors import SfError, not_found
 from sfsync.emulator.ids import make_id, normalize
 from sfsync.emulator.schema import ObjectDef, Schema, format_datetime, now_utc
+from sfsync.emulator.validation import ValidationRules
 
 _SKIP_IN_EVENTS = frozenset({"Id", "IsDeleted", "SystemModstamp"})
 
@@ -67,6 +70,7 @@ class Store:
         self.by_id: dict[str, tuple[ObjectDef, dict[str, Any]]] = {}
         self.unique: dict[str, dict[str, dict[Any, set[str]]]] = {}
         self.admin_id = ""
+        self.validation = ValidationRules(schema)
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -84,7 +88,7 @@ class Store:
         self.admin_id = make_id(user.key_prefix, next(self._ids))
         values = {"Username": "admin@example.com", "LastName": "Admin", "FirstName": "Emulator",
                   "Email": "admin@example.com", "Alias": "admin"}
-        self._insert(tx, user, values, record_id=self.admin_id, user_id=self.admin_id)
+        self._insert(tx, user, values, record_id=self.admin_id, user_id=self.admin_id, custom_rules=False)
 
     def begin(self, ctx: CallContext) -> Transaction:
         """Start a unit of work."""
@@ -162,6 +166,7 @@ class Store:
         self._derive(obj, new)
         self._check_required(obj, new, only=values.keys())
         self._check_references(obj, values)
+        self.validation.check(obj, new)
         self._check_unique(obj, new, exclude=new["Id"])
         changed = [name for name in values if current.get(name) != new.get(name)]
         if obj.name in ("Contact", "Lead", "User") and current.get("Name") != new.get("Name"):
@@ -270,7 +275,7 @@ class Store:
 
     # ------------------------------------------------------------------ internals
     def _insert(self, tx: Transaction, obj: ObjectDef, values: dict[str, Any], user_id: str,
-                record_id: str | None = None) -> str:
+                record_id: str | None = None, custom_rules: bool = True) -> str:
         rec: dict[str, Any] = {}
         for name, fdef in obj.fields.items():
             if fdef.type in ("address", "location"):
@@ -291,6 +296,8 @@ class Store:
         self._derive(obj, rec)
         self._check_required(obj, rec)
         self._check_references(obj, values)
+        if custom_rules:
+            self.validation.check(obj, rec)
         self._check_unique(obj, rec)
         self.records[obj.name][record_id] = rec
         self.by_id[record_id] = (obj, rec)
