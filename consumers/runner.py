@@ -45,7 +45,7 @@ from consumers.failures import (
 from sfsync.config import SfsyncConfig
 from sfsync.kafka.clients import CheckedProducer, commit_messages, make_consumer, make_producer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ApplyCommand, Direction, RecordStatus, SyncState
+from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink")
@@ -195,6 +195,8 @@ class SinkRunner:
                     return results
                 except SinkUnavailable as e:
                     self.stats.unavailable += 1
+                    if e.alert and not paused:  # once per outage, not per retry
+                        self._alert(e)
                     log.warning("%s sink unavailable (%s); retrying the batch of %d in %.1f s",
                                 self.sink.name, e, len(commands), max(wait, e.retry_after))
                     if not paused:
@@ -238,6 +240,15 @@ class SinkRunner:
                 headers.append((H_NOT_BEFORE, str(not_before).encode()))
             self.producer.produce(route.topic, value, key=command.key, headers=list(headers))
             self._status(command, SyncState.FAILED, attempt, f"{failure.error_class}: {failure.message}", now)
+
+    def _alert(self, e: SinkUnavailable) -> None:
+        raw_kind = str(getattr(e, "alert_kind", "other"))
+        kind = AlertKind(raw_kind) if raw_kind in {k.value for k in AlertKind} else AlertKind.OTHER
+        alert = Alert(kind=kind,
+                      severity=AlertSeverity.CRITICAL, message=f"{self.sink.name} sink paused: {e}",
+                      details={"sink": self.sink.name})
+        self.producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key=self.sink.name)
+        self.producer.flush(30)
 
     def _dead_letter_raw(self, msg: Message, failure: Failure) -> None:
         self.stats.dead_lettered += 1

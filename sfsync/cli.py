@@ -203,10 +203,16 @@ def schema_init(
     demo: Annotated[bool, typer.Option("--demo", help="Also create the demo tables the example config maps.")] = False,
 ) -> None:
     """Create sfsync's tables and the change-capture triggers of every mapped table (idempotent)."""
-    from sfsync.database.schema import init_schema
+    import psycopg
+
+    from sfsync.database.schema import SchemaError, init_schema
 
     cfg = _load(config)
-    for line in init_schema(cfg, demo=demo):
+    try:
+        lines = init_schema(cfg, demo=demo)
+    except (SchemaError, psycopg.Error) as e:
+        raise _fail(str(e), 1) from None
+    for line in lines:
         console.print(line)
 
 
@@ -216,10 +222,16 @@ def schema_drop(
     outbox: Annotated[bool, typer.Option("--outbox", help="Also drop the outbox table.")] = False,
 ) -> None:
     """Remove sfsync's triggers and functions (never user tables)."""
-    from sfsync.database.schema import drop_schema
+    import psycopg
+
+    from sfsync.database.schema import SchemaError, drop_schema
 
     cfg = _load(config)
-    for line in drop_schema(cfg, drop_outbox=outbox):
+    try:
+        lines = drop_schema(cfg, drop_outbox=outbox)
+    except (SchemaError, psycopg.Error) as e:
+        raise _fail(str(e), 1) from None
+    for line in lines:
         console.print(line)
 
 

@@ -89,6 +89,13 @@ class AuthFlow(StrEnum):
     CLIENT_CREDENTIALS = "client_credentials"
 
 
+class CdcStart(StrEnum):
+    """Where the CDC producer starts when no replay position is stored yet."""
+
+    LATEST = "latest"  # replay -1: only new events
+    ALL = "all"  # replay -2: every retained event (up to 72 h)
+
+
 class Transform(StrEnum):
     """Value transforms a field may apply, in both directions where meaningful."""
 
@@ -209,6 +216,7 @@ class SalesforceConfig(_Strict):
     api_budget_share: float = Field(0.5, gt=0.0, le=1.0)
     call_options_client: str = "sfsync"
     request_timeout_s: float = Field(30.0, gt=0)
+    cdc_start: CdcStart = CdcStart.LATEST
 
     @field_validator("api_version")
     @classmethod
@@ -229,6 +237,10 @@ class PostgresConfig(_Strict):
     dsn: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     schema_name: str = Field("public", alias="schema")
     outbox_table: str = "sfsync_outbox"
+    relay_batch_size: int = Field(1000, ge=1, le=100_000)
+    relay_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    outbox_archive: bool = False
+    outbox_archive_retention_s: float = Field(7 * 24 * 3600, ge=0)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

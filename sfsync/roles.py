@@ -8,10 +8,13 @@ which installs its own signal handling.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 from sfsync.config import SfsyncConfig
+
+log = logging.getLogger("sfsync.roles")
 
 RoleFn = Callable[[SfsyncConfig, threading.Event], None]
 
@@ -36,7 +39,6 @@ def processor(cfg: SfsyncConfig, stop: threading.Event) -> None:
 
 def postgres_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
     from consumers.postgres.sink import PostgresSink
-
     from consumers.runner import SinkRunner
 
     SinkRunner(cfg, PostgresSink(cfg)).run(stop)
@@ -44,18 +46,22 @@ def postgres_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
 
 def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
     from consumers.postgres.sink import PostgresSink
-    from consumers.salesforce.sink import SalesforceSink
-
     from consumers.runner import SinkRunner
+    from consumers.salesforce.sink import SalesforceSink
 
     sink = SalesforceSink(cfg)
     local = PostgresSink(cfg)
 
     def write_back(_commands: object, _results: object) -> None:
-        # New Salesforce ids go onto the local rows as an sfsync write (no outbox echo).
+        # New Salesforce ids go onto the local rows as an sfsync write (no outbox echo). If PostgreSQL is
+        # down this raises SinkUnavailable and the runner repeats the whole batch: the upserts are
+        # idempotent (external id) and give the same ids again.
         created = sink.take_created_ids()
         if created:
-            local.write_back_sfids(created)
+            failures = local.write_back_sfids(created)
+            for (obj, key, sfid), failure in zip(created, failures, strict=True):
+                if failure is not None:
+                    log.warning("could not record sfid %s on %s local key %s: %s", sfid, obj, key, failure.message)
 
     try:
         SinkRunner(cfg, sink, after_write=write_back).run(stop)

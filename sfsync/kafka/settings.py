@@ -63,6 +63,8 @@ def producer_settings(
     )
     if transactional_id:
         out["transactional.id"] = transactional_id
+        # librdkafka refuses a message timeout above the transaction timeout (default 60 s).
+        out["transaction.timeout.ms"] = out["message.timeout.ms"]
     out.update(cfg.librdkafka)
     return out
 

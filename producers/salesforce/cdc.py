@@ -1,0 +1,407 @@
+"""The Salesforce CDC producer (``sfsync run salesforce-producer``): CometD -> ``changes.inbound``.
+
+Contract:
+
+- Subscribes with aiosfstream-ng to ``/data/<Object>ChangeEvent`` for every mapped object,
+  authenticating through sfsync's OAuth module (:mod:`sfsync.salesforce.streaming`).
+- Every event becomes envelopes (:mod:`producers.salesforce.events`) keyed by
+  ``record_key(object, sfid)``. Envelopes, the channel's position (``OffsetRecord``: replay id + commit
+  time) in the compacted ``offsets`` topic and any alert are written in ONE Kafka transaction per small
+  batch (``batch_events`` events or ``batch_ms`` after the first pending one). A crash at any point
+  leaves either the events and their position, or neither.
+- Start: fence earlier instances (``init_transactions``), read the offsets topic to its end
+  (read_committed) and resume after the stored replay id; no stored id -> ``start``
+  (``latest``: -1, ``all``: -2, from ``salesforce.cdc_start``).
+- ``GAP_CREATE/UPDATE/DELETE/UNDELETE``: the records are read back over REST (queryAll) and emitted as
+  ``snapshot`` (or ``delete``) envelopes in the same transaction as the gap's position.
+- ``GAP_OVERFLOW``: catch-up query on ``SystemModstamp`` since the last commit seen (minus a margin),
+  snapshot envelopes and a ``replay_gap`` alert. A stored replay id outside the retention window (the
+  subscribe is refused with 400): subscribe from -1, then the same catch-up + alert; the stored position
+  becomes ``(-1, catch-up start)`` until the next event, so a crash in between repeats the catch-up.
+- Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
+  through the authenticator; any other client failure: flush what is processed, reconnect with backoff
+  from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosfstream_ng import Client, ReplayMarker
+from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
+
+from producers.salesforce.events import (
+    GAP_OVERFLOW,
+    GAP_RECORD_TYPES,
+    OPERATIONS,
+    CdcEvent,
+    OffsetRecord,
+    catchup_query,
+    catchup_since,
+    change_events,
+    channel_for,
+    chunks,
+    is_invalid_replay,
+    latest_offsets,
+    offset_key,
+    parse_event,
+    query_fields,
+    record_query,
+    snapshot_events,
+    start_replay_id,
+)
+from sfsync.config import SfsyncConfig
+from sfsync.kafka.clients import CheckedProducer, make_consumer
+from sfsync.kafka.settings import producer_settings
+from sfsync.kafka.topics import TopicNames
+from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent
+from sfsync.salesforce.rest import SalesforceClient
+from sfsync.salesforce.streaming import make_streaming_client
+from sfsync.salesforce.values import ObjectTypes
+from sfsync.serde import Serde
+
+log = logging.getLogger("sfsync.producers.salesforce")
+
+BATCH_EVENTS = 100
+BATCH_MS = 20
+ROLE = "salesforce-producer"
+
+
+def transactional_id(cfg: SfsyncConfig) -> str:
+    """The producer's transactional id: one active instance per topic prefix."""
+    return f"{cfg.kafka.topic_prefix}-salesforce-producer"
+
+
+def make_transactional_producer(cfg: SfsyncConfig) -> CheckedProducer:
+    """The transactional producer (``producer_settings`` keeps the transaction timeout >= the message timeout)."""
+    return CheckedProducer(Producer(producer_settings(cfg.kafka, ROLE, transactional_id(cfg))))
+
+
+def read_offsets(cfg: SfsyncConfig, timeout: float = 30.0) -> dict[str, OffsetRecord]:
+    """The latest committed position per channel: reads the offsets topic to its end (read_committed)."""
+    topic = TopicNames(cfg.kafka.topic_prefix).offsets
+    consumer = make_consumer(cfg.kafka, f"{cfg.kafka.topic_prefix}-salesforce-producer-offsets", ROLE,
+                             **{"enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return {}
+        remaining: set[int] = set()
+        assignment = []
+        for p in info.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                remaining.add(p)
+                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        if not assignment:
+            return {}
+        consumer.assign(assignment)
+        pairs: list[tuple[bytes | str | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition() or 0)
+                    continue
+                raise KafkaException(err)
+            pairs.append((msg.key(), msg.value()))
+        if remaining:
+            raise TimeoutError(f"could not read {topic} to its end within {timeout} s")
+        return latest_offsets(pairs)
+    finally:
+        consumer.close()
+
+
+@dataclass
+class _Batch:
+    events: list[ChangeEvent] = field(default_factory=list)
+    offsets: dict[str, OffsetRecord] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    first_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.alerts) + len(self.offsets)
+
+
+class _ReaderError:
+    """A failure of the streaming client, queued after the messages received before it."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class CdcProducer:
+    """One running CDC producer (see module contract). Use :func:`run`."""
+
+    def __init__(self, cfg: SfsyncConfig, stop: threading.Event, *, start: str | None = None,
+                 batch_events: int = BATCH_EVENTS, batch_ms: int = BATCH_MS) -> None:
+        if not cfg.objects:
+            raise ValueError("no objects are mapped: nothing to subscribe to")
+        self.cfg = cfg
+        self.stop = stop
+        self.start = start or cfg.salesforce.cdc_start.value
+        if self.start not in ("latest", "all"):
+            raise ValueError("start must be latest or all")
+        self.batch_events = batch_events
+        self.batch_ms = batch_ms
+        self.topics = TopicNames(cfg.kafka.topic_prefix)
+        self.serde = Serde(cfg.kafka.schema_registry.url if cfg.kafka.schema_registry else None)
+        self.rest = SalesforceClient(cfg.salesforce)
+        self.channels = {channel_for(name): name for name in cfg.objects}
+        self.types: dict[str, ObjectTypes] = {}
+        self.committed: dict[str, OffsetRecord] = {}
+        self.last_commit_ms: dict[str, int] = {}
+        self.markers: dict[str, ReplayMarker] = {}
+        self.batch = _Batch()
+        self.producer: CheckedProducer | None = None
+        self.events_produced = 0
+        self.transactions = 0
+
+    # ------------------------------------------------------------------ setup
+    def _open_kafka(self) -> None:
+        self.producer = make_transactional_producer(self.cfg)
+        self.producer.init_transactions(60)
+        self.committed = read_offsets(self.cfg)
+        for channel, rec in self.committed.items():
+            self.last_commit_ms[channel] = rec.commit_ms
+        log.info("resuming CDC from %s", {c: r.replay_id for c, r in self.committed.items()} or self.start)
+
+    def _describe(self) -> None:
+        for name in self.cfg.objects:
+            self.types[name] = ObjectTypes.from_describe(self.rest.describe(name))
+
+    def _reset_markers(self) -> None:
+        """Resume the streaming client from what is committed (or the configured start)."""
+        self.markers.clear()
+        for channel in self.channels:
+            stored = self.committed.get(channel)
+            replay = start_replay_id(stored, self.start)
+            date = str(stored.commit_ms) if stored else "0"
+            self.markers[channel] = ReplayMarker(date=date, replay_id=replay)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        await asyncio.to_thread(self._open_kafka)
+        await asyncio.to_thread(self._describe)
+        backoff = 0.5
+        try:
+            while not self.stop.is_set():
+                self._reset_markers()
+                client = make_streaming_client(self.cfg.salesforce, self.markers)
+                try:
+                    await client.open()
+                    for channel in self.channels:
+                        await self._subscribe(client, channel)
+                    await self._flush()
+                    backoff = 0.5
+                    await self._consume(client)
+                except AiosfstreamException as e:
+                    log.warning("streaming client failed (%s: %s); reconnecting in %.1f s",
+                                type(e).__name__, e, backoff)
+                    await self._flush()
+                    await _sleep_unless(self.stop, backoff)
+                    backoff = min(backoff * 2, 30.0)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.close(), 5)
+            await self._flush()
+        finally:
+            if self.producer is not None:
+                with contextlib.suppress(Exception):
+                    self.producer.flush(10)
+            self.rest.close()
+
+    async def _subscribe(self, client: Client, channel: str) -> None:
+        replay = self.markers[channel].replay_id
+        stored = self.committed.get(channel)
+        try:
+            await client.subscribe(channel)
+        except ServerError as e:
+            if not is_invalid_replay(e.error_code, replay):
+                raise
+            log.warning("replay id %s of %s is outside the retention window: catching up", replay, channel)
+            self.markers[channel] = ReplayMarker(date="0", replay_id=-1)
+            await client.subscribe(channel)
+            await self._catch_up(channel, stored.commit_ms if stored else None,
+                                 f"replay id {replay} of {channel} is outside the retention window")
+            return
+        if stored is not None and stored.replay_id == -1:
+            # a catch-up was recorded but no event followed it: repeat it (idempotent snapshots)
+            await self._catch_up(channel, stored.commit_ms, None, margin_ms=0)
+
+    async def _consume(self, client: Client) -> None:
+        queue: asyncio.Queue[dict[str, Any] | _ReaderError] = asyncio.Queue(maxsize=10_000)
+
+        async def reader() -> None:
+            try:
+                while True:
+                    await queue.put(await client.receive())
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # handed to the main loop after the messages before it
+                await queue.put(_ReaderError(e))
+
+        task = asyncio.create_task(reader())
+        try:
+            while not self.stop.is_set():
+                timeout = 0.2
+                if self.batch.first_at is not None:
+                    timeout = max(0.0, self.batch.first_at + self.batch_ms / 1000 - time.monotonic())
+                item: dict[str, Any] | _ReaderError | None = None
+                if not queue.empty():
+                    item = queue.get_nowait()
+                elif timeout > 0:
+                    with contextlib.suppress(TimeoutError):
+                        item = await asyncio.wait_for(queue.get(), timeout)
+                if isinstance(item, _ReaderError):
+                    raise item.error
+                if item is not None:
+                    await self._handle(item)
+                if self.batch.first_at is not None and (
+                    len(self.batch.events) >= self.batch_events
+                    or time.monotonic() >= self.batch.first_at + self.batch_ms / 1000
+                ):
+                    await self._flush()
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ------------------------------------------------------------------ events
+    async def _handle(self, message: dict[str, Any]) -> None:
+        channel = str(message.get("channel", ""))
+        try:
+            ev = parse_event(message)
+        except ValueError as e:
+            log.warning("ignoring a message on %s: %s", channel, e)
+            return
+        sobject = self.channels.get(channel, ev.entity)
+        if ev.change_type in OPERATIONS:
+            events = change_events(ev, self._types(sobject), self._external_id(sobject))
+            self._add(events)
+        elif ev.change_type in GAP_RECORD_TYPES:
+            await self._repair_records(ev, sobject)
+        elif ev.change_type == GAP_OVERFLOW:
+            await self._catch_up(channel, self.last_commit_ms.get(channel), f"GAP_OVERFLOW on {sobject}",
+                                 position=str(ev.replay_id), fallback_ms=ev.commit_ms)
+        else:
+            log.info("ignoring change type %s on %s", ev.change_type, channel)
+        self._position(channel, ev.replay_id, ev.commit_ms)
+
+    def _types(self, sobject: str) -> ObjectTypes:
+        return self.types.get(sobject) or ObjectTypes(sobject)
+
+    def _external_id(self, sobject: str) -> str | None:
+        mapping = self.cfg.objects.get(sobject)
+        return mapping.external_id_field if mapping else None
+
+    def _add(self, events: list[ChangeEvent]) -> None:
+        if self.batch.first_at is None:
+            self.batch.first_at = time.monotonic()
+        self.batch.events.extend(events)
+
+    def _position(self, channel: str, replay_id: int, commit_ms: int) -> None:
+        if self.batch.first_at is None:
+            self.batch.first_at = time.monotonic()
+        self.batch.offsets[channel] = OffsetRecord(channel, replay_id, commit_ms)
+        if replay_id >= 0:
+            self.last_commit_ms[channel] = max(commit_ms, self.last_commit_ms.get(channel, 0))
+
+    async def _repair_records(self, ev: CdcEvent, sobject: str) -> None:
+        types = self._types(sobject)
+        fields = query_fields(types, self.cfg.objects.get(sobject))
+        rows: list[dict[str, Any]] = []
+        for ids in chunks(ev.record_ids):
+            soql = record_query(sobject, fields, ids)
+            rows += await asyncio.to_thread(self.rest.query_records, soql, True)
+        self._add(snapshot_events(sobject, rows, types, channel=ev.channel, position=str(ev.replay_id),
+                                  fallback_ms=ev.commit_ms, external_id_field=self._external_id(sobject),
+                                  requested_ids=ev.record_ids))
+
+    async def _catch_up(self, channel: str, last_commit_ms: int | None, reason: str | None, *,
+                        position: str | None = None, fallback_ms: int | None = None,
+                        margin_ms: int | None = None) -> None:
+        """Snapshot every record of the channel's object changed since ``last_commit_ms`` (- margin).
+
+        Without ``position`` (an out-of-retention resubscribe) the channel's stored position becomes
+        ``(-1, start of this catch-up)``.
+        """
+        sobject = self.channels[channel]
+        now_ms = int(time.time() * 1000)
+        kw = {} if margin_ms is None else {"margin_ms": margin_ms}
+        since = catchup_since(last_commit_ms, fallback_ms if fallback_ms is not None else now_ms, **kw)
+        types = self._types(sobject)
+        soql = catchup_query(sobject, query_fields(types, self.cfg.objects.get(sobject)), since)
+        rows = await asyncio.to_thread(self.rest.query_records, soql, True)
+        pos = position or f"catchup:{since.isoformat()}"
+        events = snapshot_events(sobject, rows, types, channel=channel, position=pos,
+                                 fallback_ms=fallback_ms or now_ms, external_id_field=self._external_id(sobject))
+        self._add(events)
+        if position is None:
+            self._position(channel, -1, int(since.timestamp() * 1000))
+        if reason is not None:
+            self.batch.alerts.append(Alert(
+                kind=AlertKind.REPLAY_GAP,
+                severity=AlertSeverity.WARNING,
+                message=f"{reason}: re-read {len(events)} {sobject} record(s) changed since {since.isoformat()}",
+                object=sobject,
+                details={"channel": channel, "since": since.isoformat(), "records": str(len(events))},
+            ))
+        log.warning("catch-up on %s since %s: %d record(s)", sobject, since.isoformat(), len(events))
+
+    # ------------------------------------------------------------------ Kafka
+    async def _flush(self) -> None:
+        if len(self.batch) == 0:
+            self.batch.first_at = None
+            return
+        batch, self.batch = self.batch, _Batch()
+        await asyncio.to_thread(self._commit, batch)
+
+    def _commit(self, batch: _Batch) -> None:
+        """Write one batch in one transaction (envelopes + positions + alerts) or raise after aborting."""
+        producer = self.producer
+        assert producer is not None
+        producer.begin_transaction()
+        try:
+            for ev in batch.events:
+                producer.produce(self.topics.changes_inbound, self.serde.encode(ev, self.topics.changes_inbound),
+                                 key=ev.key)
+            for alert in batch.alerts:
+                producer.produce(self.topics.alerts, self.serde.encode(alert, self.topics.alerts),
+                                 key=alert.object or alert.kind.value)
+            for channel, rec in batch.offsets.items():
+                producer.produce(self.topics.offsets, rec.encode(), key=offset_key(channel))
+            producer.commit_transaction(60)
+            producer.raise_failures()
+        except BaseException:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(30)
+            raise
+        self.committed.update(batch.offsets)
+        self.events_produced += len(batch.events)
+        self.transactions += 1
+
+
+async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(min(0.1, deadline - time.monotonic()))
+
+
+def run(cfg: SfsyncConfig, stop: threading.Event | None = None, *, start: str | None = None) -> None:
+    """Run the CDC producer until ``stop`` is set (forever without one). Raises on Kafka failures
+    (a restart resumes from the committed positions) and when no object is mapped."""
+    producer = CdcProducer(cfg, stop or threading.Event(), start=start)
+    asyncio.run(producer.run())

@@ -1,0 +1,322 @@
+"""The pure half of the CDC producer: CometD CDC messages -> envelopes, gap repair and catch-up queries,
+and the replay positions stored in the ``offsets`` topic. No I/O here.
+
+Contracts:
+
+- :func:`parse_event` reads one CometD message (``{"channel", "data": {"payload": {"ChangeEventHeader":
+  ...}, "event": {"replayId"}}}``) into a :class:`CdcEvent`, or raises ``ValueError`` naming what is missing.
+- :func:`change_events` turns a CREATE/UPDATE/DELETE/UNDELETE event into one
+  :class:`~sfsync.records.ChangeEvent` per id in ``recordIds`` (values typed by the object's describe,
+  ``nulledFields`` as ``None``, ``origin`` = ``changeOrigin`` so the processor can drop sfsync's echoes).
+  Event ids are deterministic (channel, replay id, record id), so a replayed event has the same id.
+- Gap events (``GAP_*``) carry no values: the producer re-reads the records with :func:`record_query`
+  and turns the rows into ``snapshot`` (or ``delete``) envelopes with :func:`snapshot_events`.
+  ``GAP_OVERFLOW`` and a replay id outside retention are repaired by :func:`catchup_query` (all
+  records, deleted ones too, with ``SystemModstamp >= since``).
+- :class:`OffsetRecord` is the value stored in the compacted offsets topic under :func:`offset_key`:
+  the last replay id of a channel and the commit time of that event (the catch-up starting point).
+  ``replay_id == -1`` means "subscribe to new events and catch up since ``commit_ms``".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sfsync.config import ObjectMapping
+from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source
+from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, format_datetime, parse_datetime
+
+OPERATIONS: dict[str, Operation] = {
+    "CREATE": Operation.CREATE,
+    "UPDATE": Operation.UPDATE,
+    "DELETE": Operation.DELETE,
+    "UNDELETE": Operation.UNDELETE,
+}
+GAP_RECORD_TYPES = frozenset({"GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE"})
+GAP_OVERFLOW = "GAP_OVERFLOW"
+#: How far before the last seen commit a catch-up query starts (clock skew between commit time and
+#: SystemModstamp, and changes committed in the same second).
+CATCHUP_MARGIN_MS = 60_000
+#: Ids per ``Id IN (...)`` query (keeps the GET URL well under Salesforce's 16 KB limit).
+IDS_PER_QUERY = 200
+OFFSET_KEY_PREFIX = "salesforce-cdc:"
+_EVENT_NS = uuid.UUID("6a0c1b9e-6a53-4bb4-9d0f-5c3f4a1e2b7d")
+
+
+def channel_for(sobject: str) -> str:
+    """The CDC channel of an object: ``Account`` -> ``/data/AccountChangeEvent``,
+    ``Invoice__c`` -> ``/data/Invoice__ChangeEvent``."""
+    base = sobject[:-1] if sobject.endswith("__c") else sobject
+    return f"/data/{base}ChangeEvent"
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    """Epoch milliseconds -> aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CdcEvent:
+    """One CDC event as delivered over CometD."""
+
+    channel: str
+    replay_id: int
+    entity: str
+    change_type: str
+    record_ids: list[str]
+    commit_ms: int
+    origin: str | None = None
+    transaction_key: str | None = None
+    sequence: int | None = None
+    changed_fields: list[str] = field(default_factory=list)
+    nulled_fields: list[str] = field(default_factory=list)
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def commit_ts(self) -> datetime:
+        return ms_to_datetime(self.commit_ms)
+
+    @property
+    def is_gap(self) -> bool:
+        return self.change_type.startswith("GAP_")
+
+
+def parse_event(message: Mapping[str, Any]) -> CdcEvent:
+    """A CometD CDC message -> :class:`CdcEvent` (``ValueError`` when it is not one)."""
+    try:
+        data = message["data"]
+        payload = data["payload"]
+        header = payload["ChangeEventHeader"]
+        replay_id = int(data["event"]["replayId"])
+        commit_ms = int(header["commitTimestamp"])
+        entity = str(header["entityName"])
+        change_type = str(header["changeType"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a CDC event message (missing or bad {e})") from None
+    sequence = header.get("sequenceNumber")
+    return CdcEvent(
+        channel=str(message.get("channel", "")),
+        replay_id=replay_id,
+        entity=entity,
+        change_type=change_type,
+        record_ids=[str(i) for i in header.get("recordIds") or []],
+        commit_ms=commit_ms,
+        origin=header.get("changeOrigin") or None,
+        transaction_key=header.get("transactionKey"),
+        sequence=int(sequence) if isinstance(sequence, int) else None,
+        changed_fields=[str(f) for f in header.get("changedFields") or []],
+        nulled_fields=[str(f) for f in header.get("nulledFields") or []],
+        body={k: v for k, v in payload.items() if k != "ChangeEventHeader"},
+    )
+
+
+def event_id(channel: str, position: str, sfid: str) -> str:
+    """Deterministic envelope id: the same CDC event (or repair) for the same record gets the same id."""
+    return str(uuid.uuid5(_EVENT_NS, f"{channel}|{position}|{sfid}"))
+
+
+def _local_key(values: Mapping[str, FieldPyValue], external_id_field: str | None) -> str | None:
+    if not external_id_field:
+        return None
+    value = values.get(external_id_field)
+    return None if value is None or value == "" else str(value)
+
+
+def change_events(ev: CdcEvent, types: ObjectTypes, external_id_field: str | None = None) -> list[ChangeEvent]:
+    """Envelopes for a CREATE/UPDATE/DELETE/UNDELETE event: one per record id (see module contract)."""
+    operation = OPERATIONS.get(ev.change_type)
+    if operation is None:
+        raise ValueError(f"change type {ev.change_type} is not a record change")
+    values: dict[str, FieldPyValue] = {}
+    if operation is not Operation.DELETE:
+        values = types.typed_values(ev.body)
+        for name in types.field_names(ev.nulled_fields):
+            values[name] = None
+    changed = types.field_names(ev.changed_fields) if operation is Operation.UPDATE else sorted(values)
+    local_key = _local_key(values, external_id_field)
+    position = str(ev.replay_id)
+    return [
+        ChangeEvent(
+            source=Source.SALESFORCE,
+            object=ev.entity,
+            operation=operation,
+            commit_ts=ev.commit_ts,
+            source_position=position,
+            sfid=sfid,
+            local_key=local_key,
+            changed_fields=list(changed),
+            values=dict(values),
+            origin=ev.origin,
+            entity=ev.entity,
+            transaction_key=ev.transaction_key,
+            sequence=ev.sequence,
+            event_id=event_id(ev.channel, position, sfid),
+        )
+        for sfid in ev.record_ids
+    ]
+
+
+def query_fields(types: ObjectTypes, mapping: ObjectMapping | None) -> list[str]:
+    """Fields a repair/catch-up query reads: system fields, the external id, the mapped fields (only those
+    the describe knows, never compound address/location fields)."""
+    wanted: list[str] = list(SYSTEM_FIELDS)
+    if mapping is not None:
+        wanted.append(mapping.external_id_field)
+        wanted += [f.field for f in mapping.fields]
+    out: list[str] = []
+    for name in wanted:
+        kind = types.types.get(name)
+        if kind is None or kind in ("address", "location") or name in out:
+            continue
+        out.append(name)
+    return out
+
+
+def _soql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def record_query(sobject: str, fields: Sequence[str], ids: Sequence[str]) -> str:
+    """``SELECT fields FROM sobject WHERE Id IN (...)`` (run it with queryAll to see deleted rows)."""
+    if not ids:
+        raise ValueError("record_query needs at least one id")
+    id_list = ", ".join(_soql_string(i) for i in ids)
+    return f"SELECT {', '.join(fields)} FROM {sobject} WHERE Id IN ({id_list})"
+
+
+def catchup_query(sobject: str, fields: Sequence[str], since: datetime) -> str:
+    """Every record changed at or after ``since`` (run with queryAll: deleted rows become deletes)."""
+    return (f"SELECT {', '.join(fields)} FROM {sobject} WHERE SystemModstamp >= {format_datetime(since)} "
+            "ORDER BY SystemModstamp ASC")
+
+
+def catchup_since(last_commit_ms: int | None, fallback_ms: int, margin_ms: int = CATCHUP_MARGIN_MS) -> datetime:
+    """Start of a catch-up: the last commit seen (else ``fallback_ms``) minus ``margin_ms``."""
+    base = last_commit_ms if last_commit_ms is not None and last_commit_ms > 0 else fallback_ms
+    return ms_to_datetime(max(0, base - margin_ms))
+
+
+def snapshot_events(
+    sobject: str,
+    rows: Iterable[Mapping[str, Any]],
+    types: ObjectTypes,
+    *,
+    channel: str,
+    position: str,
+    fallback_ms: int,
+    external_id_field: str | None = None,
+    requested_ids: Iterable[str] = (),
+) -> list[ChangeEvent]:
+    """Envelopes for records read back over REST: ``snapshot`` with the current values, ``delete`` for a
+    row with ``IsDeleted`` and for each requested id that came back not at all. ``commit_ts`` is the row's
+    ``SystemModstamp`` (else ``fallback_ms``)."""
+    out: list[ChangeEvent] = []
+    seen: set[str] = set()
+    for row in rows:
+        sfid = str(row.get("Id") or "")
+        if not sfid:
+            continue
+        seen.add(sfid)
+        seen.add(sfid[:15])
+        stamp = row.get("SystemModstamp") or row.get("LastModifiedDate")
+        try:
+            commit_ts = parse_datetime(stamp) if isinstance(stamp, str) else ms_to_datetime(fallback_ms)
+        except ValueError:
+            commit_ts = ms_to_datetime(fallback_ms)
+        deleted = bool(row.get("IsDeleted"))
+        current = types.typed_values(row, skip=("IsDeleted",))
+        values = {} if deleted else current
+        local_key = _local_key(current, external_id_field)
+        out.append(ChangeEvent(
+            source=Source.SALESFORCE,
+            object=sobject,
+            operation=Operation.DELETE if deleted else Operation.SNAPSHOT,
+            commit_ts=commit_ts,
+            source_position=position,
+            sfid=sfid,
+            local_key=local_key,
+            changed_fields=sorted(values),
+            values=values,
+            entity=sobject,
+            event_id=event_id(channel, position, sfid),
+        ))
+    for sfid in requested_ids:
+        if sfid in seen or sfid[:15] in seen:
+            continue
+        out.append(ChangeEvent(
+            source=Source.SALESFORCE, object=sobject, operation=Operation.DELETE,
+            commit_ts=ms_to_datetime(fallback_ms), source_position=position, sfid=sfid, entity=sobject,
+            event_id=event_id(channel, position, sfid),
+        ))
+    return out
+
+
+def chunks(items: Sequence[str], size: int = IDS_PER_QUERY) -> list[list[str]]:
+    """``items`` in lists of at most ``size``."""
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+# --------------------------------------------------------------------------- offsets
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetRecord:
+    """The stored position of one CDC channel (value of the offsets topic, JSON)."""
+
+    channel: str
+    replay_id: int
+    commit_ms: int
+
+    def encode(self) -> bytes:
+        return json.dumps({"channel": self.channel, "replay_id": self.replay_id, "commit_ms": self.commit_ms},
+                          sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> OffsetRecord:
+        """Parse a stored value (``ValueError`` when it is not one)."""
+        try:
+            d = json.loads(raw)
+            return cls(str(d["channel"]), int(d["replay_id"]), int(d["commit_ms"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a CDC offset record: {e}") from None
+
+
+def offset_key(channel: str) -> str:
+    """Key of a channel's record in the compacted offsets topic."""
+    return OFFSET_KEY_PREFIX + channel
+
+
+def latest_offsets(records: Iterable[tuple[bytes | str | None, bytes | None]]) -> dict[str, OffsetRecord]:
+    """The last record per channel from ``(key, value)`` pairs read in offset order (tombstones clear;
+    foreign keys and unreadable values are ignored)."""
+    out: dict[str, OffsetRecord] = {}
+    for key, value in records:
+        text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        if not text or not text.startswith(OFFSET_KEY_PREFIX):
+            continue
+        channel = text[len(OFFSET_KEY_PREFIX):]
+        if value is None:
+            out.pop(channel, None)
+            continue
+        try:
+            out[channel] = OffsetRecord.decode(value)
+        except ValueError:
+            continue
+    return out
+
+
+def start_replay_id(stored: OffsetRecord | None, start: str) -> int:
+    """Replay id to subscribe with: the stored one, else -1 (``latest``) or -2 (``all``)."""
+    if stored is not None:
+        return stored.replay_id
+    return -2 if start == "all" else -1
+
+
+def is_invalid_replay(error_code: int | None, replay_id: int) -> bool:
+    """A subscribe refused with 400 while asking for a concrete replay id: the id is outside retention."""
+    return error_code == 400 and replay_id >= 0

@@ -1,0 +1,297 @@
+"""The outbox relay: pure row conversion, and against the real broker + PostgreSQL (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from producers.postgres.convert import OutboxRow, TableIndex, event_key, field_value, row_to_event
+from producers.postgres.relay import OutboxRelay, RelaySettings
+from sfsync.config import SfsyncConfig
+from sfsync.database import init_schema
+from sfsync.database.schema import archive_table_name
+from sfsync.database.testing import config_dict, drop_schema_cascade, make_config, new_schema_name
+from sfsync.devstack.process import free_port
+from sfsync.kafka.topics import TopicNames, apply_topics
+from sfsync.records import ChangeEvent, Operation, Source
+from sfsync.serde import Serde
+
+ROOT = Path(__file__).resolve().parents[2]
+TS = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- pure conversion
+
+
+def test_row_to_event_insert_update_delete_and_unknown_table() -> None:
+    cfg = make_config("postgresql://x@127.0.0.1:1/x", "s")
+    index = TableIndex.from_config(cfg)
+    ins = row_to_event(OutboxRow(
+        id=7, table_name="contacts", local_key="42", operation="insert",
+        changed_columns=["first_name", "last_name", "email", "phone", "title", "account_id"],
+        new_values={"id": 42, "sfid": None, "first_name": "Ada", "last_name": "L", "email": "a@x.io",
+                    "phone": None, "title": None, "account_id": 3, "ignored_extra": 1},
+        txid=900, committed_at=TS, origin=None), index)
+    assert ins.source is Source.POSTGRES and ins.object == "Contact" and ins.entity == "contacts"
+    assert ins.operation is Operation.CREATE and ins.local_key == "42" and ins.sfid is None
+    assert ins.values == {"first_name": "Ada", "last_name": "L", "email": "a@x.io", "phone": None, "title": None,
+                          "account_id": 3}
+    assert ins.source_position == "7" and ins.transaction_key == "900" and ins.commit_ts == TS
+    assert event_key(ins) == "Contact:local:42"
+
+    upd = row_to_event(OutboxRow(
+        id=8, table_name="accounts", local_key="5", operation="update", changed_columns=["name"],
+        new_values={"id": 5, "sfid": "001XX", "name": "Acme", "industry": " Tech "}, txid=901, committed_at=TS,
+        origin="backfill"), index)
+    assert upd.operation is Operation.UPDATE and upd.sfid == "001XX" and upd.changed_fields == ["name"]
+    assert upd.values == {"name": "Acme", "industry": " Tech "} and upd.origin == "backfill"
+    assert event_key(upd) == "Account:001XX"
+
+    dele = row_to_event(OutboxRow(
+        id=9, table_name="cases", local_key="11", operation="delete", changed_columns=[],
+        new_values={"id": 11, "sfid": "500A"}, txid=902, committed_at=TS), index)
+    assert dele.operation is Operation.DELETE and dele.values == {} and dele.sfid == "500A"
+    assert event_key(dele) == "Case:500A"
+
+    unmapped = OutboxRow(id=10, table_name="orders", local_key="1", operation="insert", changed_columns=["x"],
+                         new_values={"id": 1, "x": [1, 2]}, txid=903, committed_at=TS)
+    other = row_to_event(unmapped, index)
+    assert other.object == "orders" and other.entity == "orders" and other.values == {"id": 1, "x": "[1,2]"}
+
+    with pytest.raises(ValueError, match="unknown operation"):
+        row_to_event(replace(unmapped, operation="truncate"), index)
+    assert field_value(Decimal("1.10")) == Decimal("1.10") and field_value({"a": 1}) == '{"a":1}'
+    # the event survives the wire format
+    serde = Serde()
+    assert serde.decode(serde.encode(ins, "t.changes.outbound"), ChangeEvent, "t.changes.outbound") == ins
+
+
+def test_typed_columns_are_coerced() -> None:
+    cfg = make_config("postgresql://x@127.0.0.1:1/x", "s", {"Thing": {"table": "things", "fields": [
+        {"column": "due", "field": "Due__c", "type": "date"},
+        {"column": "amount", "field": "Amount__c", "type": "decimal"},
+        {"column": "count", "field": "Count__c", "type": "integer"}]}})
+    event = row_to_event(OutboxRow(
+        id=1, table_name="things", local_key="1", operation="insert", changed_columns=["due"],
+        new_values={"id": 1, "sfid": None, "due": "2024-02-29", "amount": Decimal("12.50"), "count": 3},
+        txid=1, committed_at=TS), TableIndex.from_config(cfg))
+    assert event.values == {"due": datetime(2024, 2, 29).date(), "amount": Decimal("12.50"), "count": 3}
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+@pytest.fixture
+def cfg(postgres_dsn: str, kafka_config: dict[str, Any]) -> Iterator[SfsyncConfig]:
+    schema = new_schema_name()
+    config = make_config(postgres_dsn, schema, kafka=kafka_config)
+    init_schema(config, demo=True)
+    apply_topics(config)
+    yield config
+    drop_schema_cascade(postgres_dsn, schema)
+
+
+def consume_all(cfg: SfsyncConfig, expect: int, timeout: float = 30.0) -> list[tuple[str, ChangeEvent]]:
+    """Read the outbound topic from the beginning (no group) until ``expect`` messages arrived."""
+    topic = TopicNames(cfg.kafka.topic_prefix).changes_outbound
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "unused",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(cfg.kafka.partitions)])
+    serde = Serde()
+    out: list[tuple[str, ChangeEvent]] = []
+
+    def take(messages: list[Message]) -> None:
+        for m in messages:
+            assert m.error() is None, m.error()
+            key, value = m.key(), m.value()
+            assert isinstance(key, bytes) and isinstance(value, bytes)
+            out.append((key.decode(), serde.decode(value, ChangeEvent, topic)))
+
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            take(consumer.consume(1000, 0.2))
+        take(consumer.consume(1000, 0.3))  # anything beyond what we expected (duplicates): let us see them
+    finally:
+        consumer.close()
+    return out
+
+
+def outbox_ids(cfg: SfsyncConfig) -> list[int]:
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value()) as conn:
+        rows = conn.execute(f"SELECT id FROM {cfg.postgres.schema_name}.{cfg.postgres.outbox_table} ORDER BY id")
+        return [r[0] for r in rows.fetchall()]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RelayThread:
+    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings) -> None:
+        self.stop = threading.Event()
+        self.relay = OutboxRelay(cfg, settings)
+        self.thread = threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+FAST = RelaySettings(batch_size=100, poll_interval_s=0.2, standby_check_s=0.1, backoff_s=0.1, max_backoff_s=0.5,
+                     flush_timeout_s=10)
+
+
+def test_rows_reach_kafka_in_order_and_are_deleted_after_the_ack(cfg: SfsyncConfig) -> None:
+    schema = cfg.postgres.schema_name
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'acct ' || g FROM generate_series(1, 250) g")
+        conn.execute(f"UPDATE {schema}.accounts SET phone = '555-' || id WHERE id % 5 = 0")
+        conn.execute(f"UPDATE {schema}.accounts SET sfid = '001' || lpad(id::text, 15, '0'), name = name || '!' "
+                     "WHERE id <= 10")
+        conn.execute(f"DELETE FROM {schema}.accounts WHERE id = 3")
+    ids = outbox_ids(cfg)
+    assert len(ids) == 250 + 50 + 10 + 1
+
+    relay = RelayThread(cfg, replace(FAST, archive=True, prune_every_s=3600))
+    try:
+        wait_for(lambda: not outbox_ids(cfg), what="outbox drained")
+        got = consume_all(cfg, len(ids))
+        # later changes wake the relay through NOTIFY long before the next poll would
+        with psycopg.connect(cfg.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('late')")
+        wait_for(lambda: not outbox_ids(cfg), what="late row relayed")
+    finally:
+        relay.close()
+    positions = [int(e.source_position) for _, e in got]
+    assert sorted(set(positions)) == ids  # every row arrived
+    assert len(positions) == len(ids)  # and exactly once here (no failure happened)
+    by_key: dict[str, list[int]] = {}
+    for key, event in got:
+        assert key == event_key(event)
+        by_key.setdefault(key, []).append(int(event.source_position))
+    assert all(p == sorted(p) for p in by_key.values())  # per record, in outbox order
+    first = next(e for _, e in got if e.source_position == str(ids[0]))
+    assert first.operation is Operation.CREATE and first.values["name"] == "acct 1" and first.local_key == "1"
+    linked = [e for k, e in got if k == "Account:001000000000000003"]
+    assert [e.operation for e in linked] == [Operation.UPDATE, Operation.DELETE]
+    # archive mode: relayed rows were moved, not lost
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value()) as conn:
+        archived = conn.execute(f"SELECT count(*) FROM {schema}.{archive_table_name('sfsync_outbox')}").fetchone()
+    assert archived == (len(ids) + 1,)
+
+
+def test_nothing_is_deleted_until_the_broker_acknowledges(cfg: SfsyncConfig) -> None:
+    schema = cfg.postgres.schema_name
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) SELECT 'c' || g FROM generate_series(1, 30) g")
+    ids = outbox_ids(cfg)
+    dead_kafka = cfg.kafka.model_copy(update={
+        "bootstrap_servers": f"127.0.0.1:{free_port()}",
+        "librdkafka": {"message.timeout.ms": "500", "log_level": "0"}})
+    dead = cfg.model_copy(update={"kafka": dead_kafka})
+    relay = RelayThread(dead, replace(FAST, flush_timeout_s=2))
+    try:
+        wait_for(lambda: len(relay.relay.status.errors) >= 2, what="delivery failures")
+        assert relay.relay.status.state == "active" and relay.relay.status.relayed == 0
+        assert outbox_ids(cfg) == ids
+    finally:
+        relay.close()
+    assert outbox_ids(cfg) == ids
+    relay = RelayThread(cfg, FAST)  # the broker is back: everything goes
+    try:
+        wait_for(lambda: not outbox_ids(cfg), what="outbox drained")
+    finally:
+        relay.close()
+    assert sorted({int(e.source_position) for _, e in consume_all(cfg, len(ids))}) == ids
+
+
+def test_second_relay_stands_by_and_takes_over(cfg: SfsyncConfig) -> None:
+    schema = cfg.postgres.schema_name
+    dsn = cfg.postgres.dsn.get_secret_value()
+    a = RelayThread(cfg, FAST)
+    wait_for(lambda: a.relay.status.state == "active", what="first relay active")
+    b = RelayThread(cfg, FAST)
+    try:
+        wait_for(lambda: b.relay.status.state == "standby", what="second relay standing by")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'a' || g FROM generate_series(1, 20) g")
+            wait_for(lambda: not outbox_ids(cfg), what="first batch relayed")
+            assert a.relay.status.relayed == 20 and b.relay.status.relayed == 0
+            assert b.relay.status.state == "standby"
+            # the active relay's session dies (as when its pod is killed): the standby takes over
+            conn.execute("SELECT pg_terminate_backend(%s)", (a.relay.status.backend_pid,))
+            wait_for(lambda: b.relay.status.state == "active", what="standby took over")
+            wait_for(lambda: a.relay.status.state == "standby", what="old relay back as standby")
+            conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'b' || g FROM generate_series(1, 20) g")
+            wait_for(lambda: not outbox_ids(cfg), what="second batch relayed")
+        assert b.relay.status.relayed == 20 and a.relay.status.relayed == 20
+    finally:
+        a.close()
+        b.close()
+    assert len({e.source_position for _, e in consume_all(cfg, 40)}) == 40
+
+
+def _spawn_relay(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("SFSYNC_CONFIG", None)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "producers.postgres", "--config", str(config_file), "--batch-size", "50",
+             "--poll-interval", "0.2"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def test_kill_9_mid_stream_loses_nothing(cfg: SfsyncConfig, tmp_path: Path) -> None:
+    schema = cfg.postgres.schema_name
+    dsn = cfg.postgres.dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'k' || g FROM generate_series(1, 3000) g")
+    ids = outbox_ids(cfg)
+    config_file = tmp_path / "sfsync.yaml"
+    config_file.write_text(yaml.safe_dump(config_dict(cfg)))
+    proc = _spawn_relay(config_file, tmp_path / "relay.log")
+    try:
+        wait_for(lambda: len(outbox_ids(cfg)) < len(ids) - 200, timeout=30, what="relay under way")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = outbox_ids(cfg)
+    assert 0 < len(left) < len(ids), "the kill should land mid-stream"
+    assert left == ids[-len(left):]  # what remains is exactly the unsent tail, in order
+    proc = _spawn_relay(config_file, tmp_path / "relay.log")
+    try:
+        wait_for(lambda: not outbox_ids(cfg), timeout=30, what="restarted relay drained the outbox")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    got = consume_all(cfg, len(ids))
+    assert sorted({int(e.source_position) for _, e in got}) == ids  # every row at least once
+    assert len(got) - len(ids) <= 50  # at most the batch in flight at the kill came twice

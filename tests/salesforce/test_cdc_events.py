@@ -1,0 +1,116 @@
+"""CDC message -> envelopes, repair/catch-up queries and stored positions (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from producers.salesforce.events import (
+    OffsetRecord,
+    catchup_query,
+    catchup_since,
+    change_events,
+    channel_for,
+    is_invalid_replay,
+    latest_offsets,
+    offset_key,
+    parse_event,
+    query_fields,
+    record_query,
+    snapshot_events,
+    start_replay_id,
+)
+from sfsync.config import ObjectMapping
+from sfsync.records import Operation
+from sfsync.salesforce.values import ObjectTypes
+
+TYPES = ObjectTypes.from_describe({"name": "Account", "fields": [
+    {"name": "Id", "type": "id"}, {"name": "IsDeleted", "type": "boolean"},
+    {"name": "SystemModstamp", "type": "datetime"}, {"name": "LastModifiedDate", "type": "datetime"},
+    {"name": "Name", "type": "string"}, {"name": "NumberOfEmployees", "type": "int"},
+    {"name": "Phone", "type": "phone"}, {"name": "Local_Id__c", "type": "string"},
+    {"name": "BillingCity", "type": "string", "compoundFieldName": "BillingAddress"},
+    {"name": "BillingAddress", "type": "address"},
+]})
+MAPPING = ObjectMapping.model_validate({"table": "accounts", "fields": [
+    {"column": "name", "field": "Name"}, {"column": "city", "field": "BillingCity"},
+    {"column": "addr", "field": "BillingAddress"}, {"column": "gone", "field": "Gone__c"}]})
+
+
+def _message(change_type: str, ids: list[str], **body: object) -> dict[str, object]:
+    return {"channel": "/data/AccountChangeEvent", "data": {
+        "schema": "x", "event": {"replayId": 42},
+        "payload": {"ChangeEventHeader": {
+            "entityName": "Account", "recordIds": ids, "changeType": change_type,
+            "changeOrigin": "com/salesforce/api/rest/59.0;client=sfsync", "transactionKey": "tk",
+            "sequenceNumber": 3, "commitTimestamp": 1714156685000, "changedFields": ["Name", "BillingAddress.City",
+                                                                                     "Phone"],
+            "nulledFields": ["Phone"]}, **body}}}
+
+
+def test_update_event_one_envelope_per_record() -> None:
+    ev = parse_event(_message("UPDATE", ["001A", "001B"], Name="N", BillingAddress={"City": "Paris"}, Phone=None,
+                              Local_Id__c="k1"))
+    out = change_events(ev, TYPES, "Local_Id__c")
+    assert [e.sfid for e in out] == ["001A", "001B"]
+    first = out[0]
+    assert first.operation is Operation.UPDATE and first.object == "Account"
+    assert first.values == {"Name": "N", "BillingCity": "Paris", "Phone": None, "Local_Id__c": "k1"}
+    assert first.changed_fields == ["Name", "BillingCity", "Phone"]
+    assert first.commit_ts == datetime(2024, 4, 26, 18, 38, 5, tzinfo=UTC)
+    assert first.source_position == "42" and first.transaction_key == "tk" and first.sequence == 3
+    assert first.origin == "com/salesforce/api/rest/59.0;client=sfsync" and first.local_key == "k1"
+    assert first.event_id != out[1].event_id
+    assert change_events(ev, TYPES)[0].event_id == first.event_id  # replayed event, same id
+
+
+def test_delete_carries_no_values_and_bad_messages_raise() -> None:
+    ev = parse_event(_message("DELETE", ["001A"], Name="ignored"))
+    assert change_events(ev, TYPES)[0].values == {}
+    with pytest.raises(ValueError):
+        parse_event({"channel": "/data/AccountChangeEvent", "data": {"payload": {}}})
+    with pytest.raises(ValueError):
+        change_events(parse_event(_message("GAP_UPDATE", ["001A"])), TYPES)
+
+
+def test_queries() -> None:
+    fields = query_fields(TYPES, MAPPING)
+    assert fields == ["Id", "IsDeleted", "SystemModstamp", "LastModifiedDate", "Local_Id__c", "Name", "BillingCity"]
+    assert record_query("Account", ["Id"], ["001A", "it's"]) == \
+        "SELECT Id FROM Account WHERE Id IN ('001A', 'it\\'s')"
+    since = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert catchup_query("Account", ["Id", "Name"], since) == (
+        "SELECT Id, Name FROM Account WHERE SystemModstamp >= 2024-05-01T12:00:00.000Z ORDER BY SystemModstamp ASC")
+    assert catchup_since(1714156685000, 0, margin_ms=5000) == datetime(2024, 4, 26, 18, 38, 0, tzinfo=UTC)
+    assert catchup_since(None, 1714156685000, margin_ms=0) == datetime(2024, 4, 26, 18, 38, 5, tzinfo=UTC)
+
+
+def test_snapshot_rows() -> None:
+    rows = [
+        {"attributes": {"type": "Account"}, "Id": "001A", "IsDeleted": False, "Name": "A", "Local_Id__c": "1",
+         "SystemModstamp": "2024-05-01T10:00:00.000+0000"},
+        {"Id": "001B", "IsDeleted": True, "Name": "B", "SystemModstamp": "2024-05-01T11:00:00.000+0000"},
+    ]
+    out = snapshot_events("Account", rows, TYPES, channel="/data/AccountChangeEvent", position="7",
+                          fallback_ms=0, external_id_field="Local_Id__c", requested_ids=["001A", "001B", "001C"])
+    assert [(e.sfid, e.operation) for e in out] == [
+        ("001A", Operation.SNAPSHOT), ("001B", Operation.DELETE), ("001C", Operation.DELETE)]
+    assert out[0].values["Name"] == "A" and "IsDeleted" not in out[0].values and out[0].local_key == "1"
+    assert out[0].commit_ts == datetime(2024, 5, 1, 10, tzinfo=UTC)
+    assert out[1].values == {}
+
+
+def test_offsets() -> None:
+    ch = channel_for("Account")
+    assert ch == "/data/AccountChangeEvent" and channel_for("Invoice__c") == "/data/Invoice__ChangeEvent"
+    rec = OffsetRecord(ch, 5, 1000)
+    assert OffsetRecord.decode(rec.encode()) == rec
+    pairs = [(offset_key(ch).encode(), OffsetRecord(ch, 4, 900).encode()), (b"other", b"x"),
+             (offset_key(ch).encode(), rec.encode()), (offset_key("/data/X").encode(), b"garbage"),
+             (offset_key("/data/Y").encode(), OffsetRecord("/data/Y", 1, 1).encode()),
+             (offset_key("/data/Y").encode(), None)]
+    assert latest_offsets(pairs) == {ch: rec}
+    assert start_replay_id(rec, "latest") == 5
+    assert start_replay_id(None, "latest") == -1 and start_replay_id(None, "all") == -2
+    assert is_invalid_replay(400, 5) and not is_invalid_replay(400, -1) and not is_invalid_replay(403, 5)

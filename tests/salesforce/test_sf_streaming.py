@@ -1,0 +1,81 @@
+"""The streaming client authenticates through sfsync's OAuth module with every flow (real emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from sfsync.config import SalesforceConfig
+from sfsync.emulator.testing import EmulatorHandle
+from sfsync.salesforce.streaming import SfsyncAuthenticator, make_streaming_client
+
+
+def _key_and_cert(tmp: Path) -> tuple[Path, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sfsync")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp / "key.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+RESTORED = ("api_limit", "connect_timeout_ms", "session_lifetime_seconds", "password", "jwt_certificate_pem")
+
+
+@pytest.fixture
+def org(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
+    """The shared emulator, reset; its configuration is restored afterwards."""
+    before = emulator.control.config()
+    emulator.control.reset()
+    yield emulator
+    emulator.control.config(**{k: before[k] for k in RESTORED})
+
+
+@pytest.mark.parametrize("flow", ["password", "refresh_token", "client_credentials", "jwt_bearer"])
+async def test_every_flow_streams(org: EmulatorHandle, tmp_path: Path, flow: str) -> None:
+    emulator = org
+    emulator.control.config(connect_timeout_ms=1000)
+    auth: dict[str, Any] = {"flow": flow, "client_id": "sfsync", "client_secret": "secret"}
+    if flow == "password":
+        auth |= {"username": emulator.username, "password": emulator.password}
+    elif flow == "refresh_token":
+        auth["refresh_token"] = emulator.control.refresh_token()
+    elif flow == "jwt_bearer":
+        key_path, cert = _key_and_cert(tmp_path)
+        emulator.control.config(jwt_certificate_pem=cert)
+        auth |= {"username": emulator.username, "private_key_file": str(key_path)}
+    cfg = SalesforceConfig.model_validate({"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
+                                           "auth": auth})
+    client = make_streaming_client(cfg, {})
+    await client.open()
+    try:
+        await client.subscribe("/data/AccountChangeEvent")
+        await asyncio.to_thread(lambda: emulator.salesforce().Account.create({"Name": flow}))
+        message = await asyncio.wait_for(client.receive(), 10)
+        assert message["data"]["payload"]["Name"] == flow
+    finally:
+        await client.close()
+    assert "secret" not in repr(client.auth) and flow in repr(client.auth)
+
+
+async def test_refused_credentials_surface_without_secrets(org: EmulatorHandle) -> None:
+    emulator = org
+    cfg = SalesforceConfig.model_validate({"login_url": emulator.url, "ca_bundle": str(emulator.ca_path), "auth": {
+        "flow": "password", "username": emulator.username, "password": "very-secret-wrong"}})
+    auth = SfsyncAuthenticator(cfg)
+    status, body = await auth._authenticate()
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert auth.last_error is not None and "very-secret-wrong" not in auth.last_error
