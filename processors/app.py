@@ -38,15 +38,18 @@ from sfsync.serde import DecodeError, Serde
 log = logging.getLogger("sfsync.processor")
 
 
-def dump_synced(values: dict[str, FieldPyValue]) -> bytes:
-    """Table values (a record's last synced values) as JSON with sfsync's typed value encoding."""
-    return json.dumps(encode_values(values), default=_json_default, allow_nan=True).encode()
+def dump_synced(values: dict[str, FieldPyValue], event_id: str) -> bytes:
+    """A record's table entry: its last synced values (sfsync's typed value encoding, as JSON) and the
+    id of the change that set them."""
+    return json.dumps({"v": encode_values(values), "e": event_id}, default=_json_default, allow_nan=True).encode()
 
 
-def load_synced(raw: bytes | None) -> dict[str, FieldPyValue] | None:
+def load_synced(raw: bytes | None) -> tuple[dict[str, FieldPyValue] | None, str | None]:
+    """(last synced values, id of the change that set them); (None, None) for a record never seen."""
     if raw is None:
-        return None
-    return decode_values(json.loads(raw, object_hook=_json_object_hook))
+        return None, None
+    entry = json.loads(raw, object_hook=_json_object_hook)
+    return decode_values(entry["v"]), entry["e"]
 
 
 def _json_default(o: Any) -> Any:
@@ -166,8 +169,11 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 if result.unmapped_fields:
                     stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
                 state_key = key or change.key.encode()
-                command, synced = suppress_unchanged(result.command, load_synced(state.get(state_key)))
-                state[state_key] = dump_synced(synced)
+                last, last_event = load_synced(state.get(state_key))
+                # The same change again: its output may have been lost in a crash (faust commits the
+                # source offset only after the outputs it sent were acknowledged) -- send it in full.
+                command, synced = suppress_unchanged(result.command, last, redelivered=last_event == change.event_id)
+                state[state_key] = dump_synced(synced, change.event_id)
                 if command is None:
                     stats.add(f"{direction}.unchanged")
                     continue

@@ -284,16 +284,18 @@ def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
 
 
 def suppress_unchanged(
-    command: ApplyCommand, last_synced: Mapping[str, FieldPyValue] | None
+    command: ApplyCommand, last_synced: Mapping[str, FieldPyValue] | None, redelivered: bool = False
 ) -> tuple[ApplyCommand | None, dict[str, FieldPyValue]]:
     """Drop values equal to the record's last synced values.
 
     Returns the command to send (``None`` when nothing is left to write) and
     the record's new last-synced values. Deletes always go through and clear
-    the state.
+    the state. ``redelivered``: this very change was processed before (its
+    offset was not committed, so its output may be lost): send it in full.
     """
-    if command.operation is ApplyOperation.DELETE:
-        return command, {}
+    if command.operation is ApplyOperation.DELETE or redelivered:
+        return command, {} if command.operation is ApplyOperation.DELETE else {
+            **dict(last_synced or {}), **command.values}
     previous = dict(last_synced or {})
     changed = {k: v for k, v in command.values.items() if k not in previous or not _same(previous[k], v)}
     merged = {**previous, **command.values}

@@ -198,21 +198,26 @@ class Pipeline:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})\n{self.logs()}")
 
-    def read_topic(self, topic: str, timeout: float = 8.0) -> list[Any]:
-        """Every message currently on ``topic`` (a fresh consumer group; stops after 3 quiet seconds)."""
+    def read_topic(self, topic: str, timeout: float = 15.0) -> list[Any]:
+        """Every message on ``topic`` up to its current end (assigned partitions, no consumer group)."""
         import time
+
+        from confluent_kafka import KafkaError, TopicPartition
 
         from sfsync.kafka.clients import make_consumer
 
-        consumer = make_consumer(self.cfg.kafka, f"{self.prefix}-reader-{time.monotonic_ns()}")
-        consumer.subscribe([topic])
+        consumer = make_consumer(self.cfg.kafka, f"{self.prefix}-reader", **{"enable.partition.eof": True})
+        partitions = set(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         out: list[Any] = []
+        at_end: set[int] = set()
         deadline = time.monotonic() + timeout
-        quiet = 0
-        while time.monotonic() < deadline and quiet < 3:
-            batch = consumer.consume(1000, 1.0)
-            out += [m for m in batch if m.error() is None]
-            quiet = quiet + 1 if not batch else 0
+        while at_end != partitions and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.5):
+                if m.error() is None:
+                    out.append(m)
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
         consumer.close()
         return out
 

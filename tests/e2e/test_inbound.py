@@ -64,7 +64,7 @@ def test_single_calls_create_update_delete_undelete(inbound: Any) -> None:
     sf = inbound.sf()
     acc = sf.Account.create({"Name": "Acme", "Phone": "+1 555 0100", "Website": "https://acme.test",
                              "Industry": "Retail", "AccountNumber": "7"})["id"]
-    con = sf.Contact.create({"FirstName": "Ada", "LastName": "Lovelace", "Email": " Ada@Example.COM ",
+    con = sf.Contact.create({"FirstName": "Ada", "LastName": "Lovelace", "Email": "Ada@Example.COM",
                              "Title": "Countess", "AccountId": acc})["id"]
     inbound.wait_until(lambda: local_rows(inbound, "contacts", "first_name").get(con), TRICKLE_S, "contact created")
     with inbound.db() as conn:
@@ -155,11 +155,11 @@ def test_poison_records_go_to_the_dlq_and_the_rest_arrive(inbound: Any) -> None:
     assert bad_type not in rows and no_site not in rows
     names = TopicNames(inbound.prefix)
 
-    def dead_letters() -> dict[str, Any]:
-        return {parse_failure_headers(m.headers()).message: parse_failure_headers(m.headers())
-                for m in inbound.read_topic(names.dlq("postgres"), 5)}
+    def dead_letters() -> dict[str, Any] | None:
+        infos = [parse_failure_headers(m.headers()) for m in inbound.read_topic(names.dlq("postgres"), 8)]
+        return {i.message: i for i in infos} if len(infos) >= 2 else None
 
-    letters = inbound.wait_until(lambda: len(dead_letters()) >= 2 and dead_letters(), 20, "two dead letters")
+    letters = inbound.wait_until(dead_letters, 40, "two dead letters", interval=0.5)
     reasons = "\n".join(letters)
     assert "AccountNumber -> account_number: cannot coerce a str value to integer" in reasons
     not_null = [info for info in letters.values() if info.error_class == "SQLSTATE 23502"]

@@ -153,3 +153,12 @@ def test_value_map_round_trips(text: str) -> None:
     assert isinstance(out, Mapped)
     back = map_inbound(sf_event(Rating__c=out.command.values["Rating__c"]), c)
     assert isinstance(back, Mapped) and back.command.values["rating"] == text
+
+
+def test_redelivered_change_is_sent_in_full() -> None:
+    # After a crash the same change comes again; its output may have been lost, so nothing is suppressed.
+    change = map_inbound(sf_event(FirstName="Ada", Email="a@x"), cfg())
+    assert isinstance(change, Mapped)
+    _, synced = suppress_unchanged(change.command, None)
+    again, synced_again = suppress_unchanged(change.command, synced, redelivered=True)
+    assert again == change.command and synced_again == synced
