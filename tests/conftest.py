@@ -137,7 +137,7 @@ class Pipeline:
         raw["retry"] = {"tiers": [{"name": "r1", "delay_ms": 200}, {"name": "r2", "delay_ms": 1000}],
                         "max_attempts": 6}
         raw["sinks"] = {"postgres": {"batch_size": 500, "linger_ms": 20},
-                        "salesforce": {"batch_size": 200, "linger_ms": 100}}
+                        "salesforce": {"batch_size": 200, "linger_ms": 200}}
         for key, value in (overrides or {}).items():
             raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
         self.raw = raw

@@ -9,9 +9,10 @@ Contracts:
   (Salesforce refuses duplicate external ids in one upsert call). Within a round, entries are grouped by
   (object, operation, key field) into calls of at most ``max_records``; objects referenced by other
   mapped objects come first, so a parent created in the same batch is known before its children.
-- Upserts key on the object's external id field (value = the command's ``local_key``); a command
-  without local key but with an sfid upserts on ``Id``; one with neither fails permanently
-  (``MISSING_KEY``). Deletes need an sfid (the sink looks missing ones up by external id).
+- Upserts of a linked record (the command has an sfid) key on ``Id`` and set the external id field
+  to the local key, which links records created in Salesforce; unlinked records upsert on the
+  external id field (value = the command's ``local_key``), so a retried create never duplicates;
+  a command with neither fails permanently (``MISSING_KEY``). Deletes need an sfid (the sink looks missing ones up by external id).
 - :func:`upsert_body` builds one record of an upsert call (``attributes.type``, the key, the values as
   REST JSON, reference fields replaced by the referenced record's sfid).
 - :func:`record_outcome` turns one per-record result into ``None`` (success) or a :class:`Failure`
@@ -114,7 +115,9 @@ def plan(
             if entry.op == "delete":
                 key_field = ""
             else:
-                key_field = external_id_field(entry.object) if entry.local_key is not None else "Id"
+                # A linked record is written by its Id (it may have been created in Salesforce and not
+                # carry the local key yet; the body sets it); an unlinked one by its external id.
+                key_field = "Id" if entry.sfid or entry.local_key is None else external_id_field(entry.object)
             groups.setdefault((entry.object, entry.op, key_field), []).append(entry)
         calls: list[Call] = []
         for (sobject, op, key_field), entries in groups.items():
@@ -138,9 +141,11 @@ def upsert_body(
     entry: Entry,
     references: Mapping[str, str],
     resolve: Callable[[str, str], str | None],
+    external_id_field: str | None = None,
 ) -> dict[str, Any]:
     """One record of an upsert call. ``references`` maps a reference field to its target object;
-    ``resolve(target, local_key)`` gives the target's sfid (``UnresolvedReference`` when None)."""
+    ``resolve(target, local_key)`` gives the target's sfid (``UnresolvedReference`` when None);
+    ``external_id_field`` is set to the local key when the call keys on ``Id``."""
     record: dict[str, Any] = {"attributes": {"type": call.object}}
     for name, value in entry.values.items():
         if name in ("Id", "attributes") or name == call.key_field:
@@ -154,6 +159,8 @@ def upsert_body(
             continue
         record[name] = to_json_value(value)
     record[call.key_field] = entry.sfid if call.key_field == "Id" else entry.local_key
+    if call.key_field == "Id" and external_id_field and entry.local_key is not None:
+        record[external_id_field] = entry.local_key
     return record
 
 

@@ -167,7 +167,7 @@ class SalesforceSink:
         sent: list[int] = []
         for n, entry in enumerate(call.entries):
             try:
-                records.append(upsert_body(call, entry, refs, self._known_id))
+                records.append(upsert_body(call, entry, refs, self._known_id, self._external_id_field(call.object)))
                 sent.append(n)
             except UnresolvedReference as e:
                 outcomes[n] = Failure(FailureKind.TRANSIENT, "REFERENCE_NOT_SYNCED", str(e))

@@ -91,3 +91,13 @@ def test_error_table() -> None:
         assert classify(code, 400) is FailureKind.PERMANENT
     assert classify("SOMETHING_NEW", 502) is FailureKind.TRANSIENT
     assert classify("SOMETHING_NEW", 400) is FailureKind.PERMANENT
+
+
+def test_linked_record_is_written_by_id_and_gets_its_local_key() -> None:
+    # A record created in Salesforce and synced down has an sfid but no Local_Id__c yet: writing it by
+    # external id would create a duplicate, so it is written by Id and the body links it.
+    p = plan([_cmd("7", sfid="001B")], ext)
+    (call,) = p.rounds[0]
+    assert call.key_field == "Id"
+    body = upsert_body(call, call.entries[0], {}, lambda o, k: None, "Local_Id__c")
+    assert body["Id"] == "001B" and body["Local_Id__c"] == "7"
