@@ -12,7 +12,8 @@ Contracts:
 - Upserts of a linked record (the command has an sfid) key on ``Id`` and set the external id field
   to the local key, which links records created in Salesforce; unlinked records upsert on the
   external id field (value = the command's ``local_key``), so a retried create never duplicates;
-  a command with neither fails permanently (``MISSING_KEY``). Deletes need an sfid (the sink looks missing ones up by external id).
+  a command with neither fails permanently (``MISSING_KEY``). Deletes need an sfid (the sink looks
+  missing ones up by external id).
 - :func:`upsert_body` builds one record of an upsert call (``attributes.type``, the key, the values as
   REST JSON, reference fields replaced by the referenced record's sfid).
 - :func:`record_outcome` turns one per-record result into ``None`` (success) or a :class:`Failure`
