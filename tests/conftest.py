@@ -93,6 +93,20 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         handle.stop()
 
 
+#: Emulator settings a test may change; ``org`` puts them back afterwards.
+RESTORED_EMULATOR_SETTINGS = ("api_limit", "connect_timeout_ms", "session_lifetime_seconds", "password",
+                              "jwt_certificate_pem", "event_retention_seconds")
+
+
+@pytest.fixture
+def org(emulator: Any) -> Iterator[Any]:
+    """The session emulator reset to an empty org; its configuration is restored after the test."""
+    before = emulator.control.config()
+    emulator.control.reset()
+    yield emulator
+    emulator.control.config(**{k: before[k] for k in RESTORED_EMULATOR_SETTINGS if k in before})
+
+
 @pytest.fixture
 def topic_prefix() -> str:
     """A unique topic prefix so tests sharing one broker never see each other's topics."""

@@ -5,7 +5,6 @@ Each test resets the org; assertions read what arrived in the emulator (records,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,18 +41,6 @@ def _config(emulator: EmulatorHandle, share: float = 0.5, password: str | None =
             ]},
         },
     })
-
-
-RESTORED = ("api_limit", "connect_timeout_ms", "session_lifetime_seconds", "password", "jwt_certificate_pem")
-
-
-@pytest.fixture
-def org(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared emulator, reset; its configuration (limits, password) is restored afterwards."""
-    before = emulator.control.config()
-    emulator.control.reset()
-    yield emulator
-    emulator.control.config(**{k: before[k] for k in RESTORED})
 
 
 @pytest.fixture

@@ -17,12 +17,11 @@ from sfsync.emulator.testing import EmulatorHandle
 
 
 @pytest.fixture
-def org(emulator: EmulatorHandle) -> EmulatorHandle:
-    """The session emulator, reset to an empty org with default configuration knobs restored."""
-    emulator.control.reset()
-    emulator.control.config(session_lifetime_seconds=7200, api_limit=1_000_000, event_retention_seconds=72 * 3600,
-                            client_id=None, client_secret=None, security_token="", jwt_certificate_pem=None)
-    return emulator
+def org(org: EmulatorHandle) -> EmulatorHandle:
+    """The reset org (root conftest) with the default configuration knobs, whatever ran before."""
+    org.control.config(session_lifetime_seconds=7200, api_limit=1_000_000, event_retention_seconds=72 * 3600,
+                       client_id=None, client_secret=None, security_token="", jwt_certificate_pem=None)
+    return org
 
 
 @pytest.fixture

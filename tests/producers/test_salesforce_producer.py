@@ -58,17 +58,11 @@ def _config(emulator: EmulatorHandle, kafka_config: dict[str, Any], **salesforce
     })
 
 
-RESTORED = ("api_limit", "connect_timeout_ms", "session_lifetime_seconds", "password", "jwt_certificate_pem")
-
-
 @pytest.fixture
-def org(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared emulator, reset, with a short long-poll; its configuration is restored afterwards."""
-    before = emulator.control.config()
-    emulator.control.reset()
-    emulator.control.config(connect_timeout_ms=2000)
-    yield emulator
-    emulator.control.config(**{k: before[k] for k in RESTORED})
+def org(org: EmulatorHandle) -> EmulatorHandle:
+    """The reset org (root conftest) with a short long-poll, so subscribers notice changes quickly."""
+    org.control.config(connect_timeout_ms=2000)
+    return org
 
 
 @pytest.fixture

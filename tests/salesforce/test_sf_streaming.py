@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +29,6 @@ def _key_and_cert(tmp: Path) -> tuple[Path, str]:
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     return path, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-RESTORED = ("api_limit", "connect_timeout_ms", "session_lifetime_seconds", "password", "jwt_certificate_pem")
-
-
-@pytest.fixture
-def org(emulator: EmulatorHandle) -> Iterator[EmulatorHandle]:
-    """The shared emulator, reset; its configuration is restored afterwards."""
-    before = emulator.control.config()
-    emulator.control.reset()
-    yield emulator
-    emulator.control.config(**{k: before[k] for k in RESTORED})
 
 
 @pytest.mark.parametrize("flow", ["password", "refresh_token", "client_credentials", "jwt_bearer"])
