@@ -18,7 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import broker_pass_through, db, percentiles, print_table, role_memory, start_stack, wait_until
+from stack import (
+    broker_pass_through,
+    cpu_seconds,
+    cpu_share,
+    db,
+    percentiles,
+    print_table,
+    role_memory,
+    start_stack,
+    wait_until,
+)
 
 from sfsync.records import ChangeEvent
 from sfsync.serde import Serde
@@ -65,6 +75,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
     # 1. Sustained throughput.
     stack.emulator.control.reset_stats()
     own_calls = 0
+    cpu_before = cpu_seconds(stack)
     started = time.perf_counter()
     for r in range(1, rounds + 1):
         for i in range(0, len(ids), 200):
@@ -75,6 +86,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
     wait_until(lambda: conn.execute("select count(*) from accounts where phone = %s", [f"r{rounds}"]).fetchone()[0]
                >= len(ids), 600, "all updates to land", interval=0.1)
     elapsed = time.perf_counter() - started
+    cpu = cpu_share(cpu_before, cpu_seconds(stack), elapsed)
     rate = total / elapsed
 
     # 2. Latency at a trickle: each change carries its sequence number; a poller notes first sight.
@@ -124,6 +136,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
         ("updates", f"{total:,} ({rounds} rounds x {len(ids):,} accounts, 200-record collections)"),
         ("write phase (Salesforce side)", f"{written - started:.1f} s"),
         ("sustained throughput", f"{rate:,.0f} records/s (goal >= 2,000)"),
+        ("CPU during the run (cores)", cpu),
         ("trickle", f"{n} changes at {args.trickle_rate}/s; {len(latencies)} observed"),
         ("latency commit -> row visible", f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {worst:.0f} ms (goal p99 < 1000)"),
         ("raw broker pass-through", f"{raw_rate:,.0f} msg/s (confluent-kafka produce -> consume, same payloads)"),

@@ -19,7 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import broker_pass_through, db, percentiles, print_table, role_memory, start_stack, wait_until
+from stack import (
+    broker_pass_through,
+    cpu_seconds,
+    cpu_share,
+    db,
+    percentiles,
+    print_table,
+    role_memory,
+    start_stack,
+    wait_until,
+)
 
 from sfsync.records import ChangeEvent
 from sfsync.serde import Serde
@@ -66,6 +76,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
 
     # 1. 10,000 inserts in one transaction.
     control.reset_stats()
+    cpu_before = cpu_seconds(stack)
     with conn.transaction():
         conn.execute("insert into contacts (first_name, last_name, email) select 'F' || g, 'bulk-' || g, "
                      "'b' || g || '@x.test' from generate_series(1, %s) g", [args.rows])
@@ -79,6 +90,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
 
     wait_until(all_there, 300, "10,000 records in Salesforce", interval=0.1)
     wall = time.perf_counter() - committed
+    cpu = cpu_share(cpu_before, cpu_seconds(stack), wall)
     stats = control.stats()
     data_calls = sum(n for k, n in stats["api_calls"].items() if "composite/sobjects" in k)
     records = stats["collection_records_total"]
@@ -130,6 +142,7 @@ def run(stack: object, args: argparse.Namespace) -> None:
         ("inserts", f"{args.rows:,} in one transaction"),
         ("wall time commit -> all in Salesforce", f"{wall:.2f} s (goal < 10 s)"),
         ("throughput", f"{rate:,.0f} records/s"),
+        ("CPU during the run (cores)", cpu),
         ("API calls for the data", f"{data_calls} sObject Collections calls (goal <= 51)"),
         ("records per call", f"{records / max(1, data_calls):.1f} (goal >= 195)"),
         ("API calls per record", f"{data_calls / args.rows:.4f}"),

@@ -17,13 +17,9 @@ from confluent_kafka import Consumer, Producer
 from sfsync.devstack.stack import DevStack
 
 
-def start_stack(overrides: dict[str, Any] | None = None) -> DevStack:
-    from sfsync.devstack.stack import demo_config
-
-    base = demo_config()
-    for key, value in (overrides or {}).items():
-        base[key] = {**base.get(key, {}), **value}
-    stack = DevStack(Path(tempfile.mkdtemp(prefix="sfsync-bench-")), base)
+def start_stack() -> DevStack:
+    """The dev stack with the demo mapping and tables, exactly as ``sfsync dev`` runs it."""
+    stack = DevStack(Path(tempfile.mkdtemp(prefix="sfsync-bench-")))
     stack.start()
     return stack
 
@@ -62,11 +58,39 @@ def role_memory(stack: DevStack) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(stack: DevStack) -> dict[str, float]:
+    """CPU seconds used so far by each role, the emulator, the broker and PostgreSQL (with children)."""
+    procs: dict[str, psutil.Process] = {name: psutil.Process(p.pid) for name, p in stack.roles.procs.items()}
+    if stack.emulator is not None:
+        procs["emulator"] = psutil.Process(stack.emulator.process.pid)
+    for name, popen in (("broker", stack.broker.proc), ("postgres", stack.postgres.proc)):
+        if popen is not None:
+            procs[name] = psutil.Process(popen.pid)
+    out: dict[str, float] = {}
+    for name, proc in procs.items():
+        total = 0.0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+        out[name] = total
+    return out
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """Per-process CPU use over a phase, in cores (1.0 = one core busy all the time)."""
+    return ", ".join(f"{k} {(after[k] - before.get(k, 0.0)) / seconds:.2f}"
+                     for k in sorted(after, key=lambda k: before.get(k, 0.0) - after[k]))
+
+
 def broker_pass_through(bootstrap: str, payloads: list[bytes], topic: str) -> float:
     """Messages/s for confluent-kafka produce -> consume of the same payloads (the raw broker's rate)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, 3, 1)])[topic].result(10)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the future resolves
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(10)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                          "linger.ms": 5})
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-g", "auto.offset.reset": "earliest",

@@ -28,15 +28,16 @@ class RoleSet:
         self.env = env or {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def log_path(self, role: str) -> Path:
-        return self.log_dir / f"{role}.log"
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name.replace('#', '-')}.log"
 
-    def start(self, role: str) -> subprocess.Popen[bytes]:
-        """Start (or restart) one role."""
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        """Start (or restart) one role process. ``name`` is the role, or ``role#N`` for another replica."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        role = name.split("#", 1)[0]
         proc = spawn([sys.executable, "-m", "sfsync", "run", role, "--config", str(self.config_path)],
-                     self.log_path(role), env=self.env)
-        self.procs[role] = proc
+                     self.log_path(name), env=self.env)
+        self.procs[name] = proc
         return proc
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:

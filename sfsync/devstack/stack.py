@@ -31,8 +31,13 @@ DEV_KAFKA = {
     "replication_factor": 1,
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 500,
-    "fetch_wait_max_ms": 10,
+    "fetch_wait_max_ms": 50,
 }
+
+
+# Processes per role in the dev stack. More processor workers share the partitions, but on a
+# 2-core machine the CPU is already spent (bench/inbound.py prints CPU per role); raise on bigger hosts.
+DEV_REPLICAS: dict[str, int] = {}
 
 
 @dataclass
@@ -79,11 +84,13 @@ class DevStack:
     ``roles=False`` starts only the services (tests that run roles themselves).
     """
 
-    def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None, roles: bool = True) -> None:
+    def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None, roles: bool = True,
+                 replicas: dict[str, int] | None = None) -> None:
         self.state_dir = state_dir
         self.demo = not (base_config or {}).get("objects")
         self.base_config = {**demo_config(), **(base_config or {})} if self.demo else dict(base_config or {})
         self.with_roles = roles
+        self.replicas = {**DEV_REPLICAS, **(replicas or {})}
         self.broker = EmbeddedBroker(log_path=state_dir / "broker.log")
         self.postgres = EmbeddedPostgres(state_dir / "pgdata")
         self.emulator: Any = None
@@ -118,7 +125,8 @@ class DevStack:
                 from sfsync.roles import START_ORDER
 
                 for role in START_ORDER:
-                    self.roles.start(role)
+                    for n in range(self.replicas.get(role, 1)):
+                        self.roles.start(role if n == 0 else f"{role}#{n + 1}")
                 endpoints.extra["roles"] = {name: proc.pid for name, proc in self.roles.procs.items()}
             self._write(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
         except BaseException:
