@@ -79,6 +79,20 @@ def cpu_seconds(stack: DevStack) -> dict[str, float]:
     return out
 
 
+def wait_idle(stack: DevStack, below_cores: float = 0.3, timeout: float = 90.0) -> float:
+    """Wait until the roles together use less than ``below_cores`` (backlogs such as the CDC echoes
+    of a bulk load are drained), so a latency phase is not measured under the previous phase's load."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(stack)
+        time.sleep(1.0)
+        after = cpu_seconds(stack)
+        busy = sum(after[k] - before.get(k, 0.0) for k in stack.roles.procs if k in after)
+        if busy < below_cores:
+            break
+    return time.monotonic() - started
+
+
 def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
     """Per-process CPU use over a phase, in cores (1.0 = one core busy all the time)."""
     return ", ".join(f"{k} {(after[k] - before.get(k, 0.0)) / seconds:.2f}"
