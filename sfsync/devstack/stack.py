@@ -31,12 +31,13 @@ DEV_KAFKA = {
     "replication_factor": 1,
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 500,
-    "fetch_wait_max_ms": 50,
+    "fetch_wait_max_ms": 100,
 }
 
 
-# Processes per role in the dev stack. More processor workers share the partitions, but on a
-# 2-core machine the CPU is already spent (bench/inbound.py prints CPU per role); raise on bigger hosts.
+# Processes per role in the dev stack: one each. More processor workers share the partitions (they do on
+# real Kafka), but then several producers write to the same apply partition, and the embedded broker
+# can hide a record batch from a consumer tailing such a partition (docs/kafka.md): records lost.
 DEV_REPLICAS: dict[str, int] = {}
 
 
