@@ -207,6 +207,8 @@ def _base_command(event: ChangeEvent, target: ApplyTarget, operation: ApplyOpera
         "local_key": event.local_key,
         "origin": event.origin,
         "trace_id": event.trace_id,
+        # Deterministic: a change redelivered after a crash yields the same command id.
+        "command_id": f"{event.event_id}/{target.value}",
         **kw,
     }
 
