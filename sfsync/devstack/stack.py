@@ -74,6 +74,9 @@ def effective_config(base: dict[str, Any], endpoints: Endpoints) -> dict[str, An
     if sf:
         salesforce = data.setdefault("salesforce", {})
         salesforce.update({"login_url": sf["url"], "ca_bundle": sf["ca"], "instance_url": None})
+        # Every retained event of the emulator is new to this stack: replay them all on first start, so a
+        # change made before the CDC subscriber is up (the stack reports ready as roles start) is synced.
+        salesforce.setdefault("cdc_start", "all")
         salesforce["auth"] = {"flow": "password", "client_id": "sfsync-dev", "username": sf["username"],
                               "password": sf["password"]}
     return data
@@ -87,18 +90,21 @@ class DevStack:
 
     def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None, roles: bool = True,
                  replicas: dict[str, int] | None = None) -> None:
-        self.state_dir = state_dir
+        # Absolute, so the written config (CA path, ...) works from any working directory.
+        self.state_dir = state_dir.resolve()
         self.demo = not (base_config or {}).get("objects")
         self.base_config = {**demo_config(), **(base_config or {})} if self.demo else dict(base_config or {})
+        if self.demo:  # see effective_config: replay every retained event of the fresh emulator
+            self.base_config["salesforce"] = {**self.base_config.get("salesforce", {}), "cdc_start": "all"}
         self.with_roles = roles
         self.replicas = {**DEV_REPLICAS, **(replicas or {})}
-        self.broker = EmbeddedBroker(log_path=state_dir / "broker.log")
-        self.postgres = EmbeddedPostgres(state_dir / "pgdata")
+        self.broker = EmbeddedBroker(log_path=self.state_dir / "broker.log")
+        self.postgres = EmbeddedPostgres(self.state_dir / "pgdata")
         self.emulator: Any = None
         self.config: SfsyncConfig | None = None
         self.topic_reports: list[TopicReport] = []
         self.endpoints: Endpoints | None = None
-        self.roles = RoleSet(self.config_path, state_dir / "logs")
+        self.roles = RoleSet(self.config_path, self.state_dir / "logs")
 
     @property
     def config_path(self) -> Path:

@@ -8,11 +8,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
 import pytest
+import requests
 from confluent_kafka.admin import AdminClient
+from simple_salesforce import Salesforce
+
+from sfsync.roles import ROLES
 
 SFSYNC = str(Path(sys.executable).parent / "sfsync")
 READY_LIMIT_S = 20.0
@@ -33,6 +38,28 @@ def start_dev(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str],
     return proc, json.loads(endpoints.read_text()), time.monotonic() - started
 
 
+def assert_pipeline_runs(endpoints: dict[str, Any]) -> None:
+    """A local insert reaches the emulator and a Salesforce create reaches PostgreSQL."""
+    sfc = endpoints["salesforce"]
+    http = requests.Session()
+    http.verify, http.trust_env = sfc["ca"], False
+    token = http.post(sfc["url"] + "/services/oauth2/token", data={
+        "grant_type": "password", "client_id": "dev-test", "username": sfc["username"],
+        "password": sfc["password"]}, timeout=10).json()
+    sf = Salesforce(instance_url=token["instance_url"], session_id=token["access_token"], session=http)
+    with psycopg.connect(endpoints["postgres"], autocommit=True) as db:
+        local = db.execute("insert into contacts (last_name) values ('dev-test') returning id").fetchone()[0]
+        acc = sf.Account.create({"Name": "dev-test"})["id"]
+        deadline = time.monotonic() + 60
+        out = inbound = None
+        while time.monotonic() < deadline and not (out and inbound):
+            out = out or sf.query(f"select Id from Contact where Local_Id__c = '{local}'")["records"]
+            inbound = inbound or db.execute("select 1 from accounts where sfid = %s", [acc]).fetchone()
+            time.sleep(0.3)
+    assert out, "a local insert did not reach Salesforce"
+    assert inbound, "a Salesforce create did not reach PostgreSQL"
+
+
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
@@ -47,7 +74,8 @@ def test_dev_ready_fast_usable_and_stops_clean(tmp_path: Path, stop_signal: int)
     proc, endpoints, elapsed = start_dev(tmp_path / "state")
     try:
         assert elapsed < READY_LIMIT_S, f"dev stack took {elapsed:.1f} s"
-        assert {"kafka", "postgres"} <= set(endpoints)
+        assert {"kafka", "postgres", "salesforce", "roles"} <= set(endpoints)
+        assert set(endpoints["roles"]) == set(ROLES)
         with psycopg.connect(endpoints["postgres"]) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
         topics = AdminClient({"bootstrap.servers": endpoints["kafka"]}).list_topics(timeout=10).topics
@@ -59,8 +87,10 @@ def test_dev_ready_fast_usable_and_stops_clean(tmp_path: Path, stop_signal: int)
                                 capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert "missing" not in listed.stdout
+        if stop_signal == signal.SIGINT:  # once: the stack really syncs, in both directions
+            assert_pipeline_runs(endpoints)
         children = descendants(proc.pid)
-        assert len(children) >= 2  # broker + postgres (+ its workers)
+        assert {c.pid for c in children} >= set(endpoints["roles"].values())
     finally:
         proc.send_signal(stop_signal)
         out = proc.communicate(timeout=30)[0].decode()
