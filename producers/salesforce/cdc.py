@@ -69,7 +69,7 @@ from sfsync.serde import Serde
 
 log = logging.getLogger("sfsync.producers.salesforce")
 
-BATCH_EVENTS = 100
+BATCH_EVENTS = 500
 BATCH_MS = 20
 ROLE = "salesforce-producer"
 
