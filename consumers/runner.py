@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -105,7 +105,6 @@ class SinkStats:
     stale_skipped: int = 0
     batches: int = 0
     unavailable: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class SinkRunner:

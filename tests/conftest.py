@@ -108,6 +108,16 @@ def org(emulator: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
+def schema(postgres_dsn: str) -> Iterator[str]:
+    """A private PostgreSQL schema for one test (``postgres.schema``), dropped afterwards."""
+    from sfsync.database.testing import drop_schema_cascade, new_schema_name
+
+    name = new_schema_name()
+    yield name
+    drop_schema_cascade(postgres_dsn, name)
+
+
+@pytest.fixture
 def topic_prefix() -> str:
     """A unique topic prefix so tests sharing one broker never see each other's topics."""
     return f"t{uuid.uuid4().hex[:10]}"

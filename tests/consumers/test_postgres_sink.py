@@ -18,7 +18,7 @@ from consumers.postgres.plan import OpKind, object_plans, plan_batch
 from consumers.postgres.sink import ErrorScope, PostgresSink, error_scope, failure_message
 from sfsync.config import SfsyncConfig
 from sfsync.database import init_schema
-from sfsync.database.testing import DEMO_OBJECTS, drop_schema_cascade, make_config, new_schema_name
+from sfsync.database.testing import DEMO_OBJECTS, make_config
 from sfsync.devstack.process import free_port
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source, new_id
 
@@ -35,13 +35,6 @@ def cmd(obj: str, sfid: str | None, values: dict[str, FieldPyValue] | None = Non
 
 def delete(obj: str, sfid: str) -> ApplyCommand:
     return cmd(obj, sfid, op=ApplyOperation.DELETE)
-
-
-@pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    name = new_schema_name()
-    yield name
-    drop_schema_cascade(postgres_dsn, name)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -13,14 +12,7 @@ from sfsync.config import SfsyncConfig
 from sfsync.database import ORIGIN_MARKER, SchemaError, drop_schema, init_schema
 from sfsync.database.capture import capture_spec, function_name, render_capture_function
 from sfsync.database.schema import archive_table_name
-from sfsync.database.testing import DEMO_OBJECTS, drop_schema_cascade, make_config, new_schema_name
-
-
-@pytest.fixture
-def schema(postgres_dsn: str) -> Iterator[str]:
-    name = new_schema_name()
-    yield name
-    drop_schema_cascade(postgres_dsn, name)
+from sfsync.database.testing import DEMO_OBJECTS, make_config
 
 
 @pytest.fixture
