@@ -17,7 +17,6 @@ the reason; the stream goes on.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -32,6 +31,7 @@ import faust
 from consumers.failures import Failure, FailureKind, Origin, failure_headers
 from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound, suppress_unchanged
 from sfsync.config import SaslMechanism, SecurityProtocol, SfsyncConfig
+from sfsync.eventloop import use_uvloop
 from sfsync.kafka.topics import TopicNames
 from sfsync.records import ChangeEvent, FieldPyValue, decode_values, encode_values
 from sfsync.serde import DecodeError, Serde
@@ -123,7 +123,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         table_cleanup_interval=3600.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger=0.005,
+        producer_linger=0.02,
         web_enabled=web_port is not None,
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
@@ -198,7 +198,7 @@ async def _dead_letter(dlq: Any, key: bytes | None, value: bytes, failure: Failu
 
 def run(cfg: SfsyncConfig, loglevel: str = "warn") -> None:
     """Run one processor worker until SIGINT/SIGTERM (faust handles both)."""
-    _use_uvloop()
+    use_uvloop()
     app, stats = build_app(cfg)
 
     @app.task
@@ -216,12 +216,3 @@ def run(cfg: SfsyncConfig, loglevel: str = "warn") -> None:
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
 
-
-def _use_uvloop() -> None:
-    """Run the worker on uvloop when installed: faust's per-event cost is mostly event-loop work
-    (futures, callbacks, selector), and the processor is the pipeline's CPU ceiling."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

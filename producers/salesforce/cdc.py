@@ -57,6 +57,7 @@ from producers.salesforce.events import (
     snapshot_events,
     start_replay_id,
 )
+from sfsync import eventloop
 from sfsync.config import SfsyncConfig
 from sfsync.kafka.clients import CheckedProducer, make_consumer
 from sfsync.kafka.settings import producer_settings
@@ -404,4 +405,4 @@ def run(cfg: SfsyncConfig, stop: threading.Event | None = None, *, start: str | 
     """Run the CDC producer until ``stop`` is set (forever without one). Raises on Kafka failures
     (a restart resumes from the committed positions) and when no object is mapped."""
     producer = CdcProducer(cfg, stop or threading.Event(), start=start)
-    asyncio.run(producer.run())
+    eventloop.run(producer.run())
