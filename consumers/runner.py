@@ -3,7 +3,7 @@
 Contract (at-least-once, nothing lost):
 - Messages are read from the sink's apply topic and its retry tiers, in
   batches of up to ``sinks.<name>.batch_size``, waiting at most
-  ``linger_ms`` to fill one.
+  ``linger_ms`` after the batch's first message to fill one.
 - The sink writes the batch (:class:`consumers.base.Sink`). Per-record
   failures are routed by policy (:func:`route_failure`): transient ones to the
   next retry tier (``<prefix>.retry.<sink>.<tier>``, delayed by the tier's
@@ -136,14 +136,31 @@ class SinkRunner:
         try:
             while not stop.is_set():
                 self._resume_due()
-                messages = self.consumer.consume(self.batch_size, self.linger_s if self.linger_s > 0 else 0.05)
-                if not messages:
-                    continue
-                self.process(messages, stop)
+                messages = self._next_batch()
+                if messages:
+                    self.process(messages, stop)
         finally:
             self.consumer.close()
             self.producer.flush(30)
             self.sink.close()
+
+    def _next_batch(self, idle_wait: float = 0.5) -> list[Message]:
+        """Up to ``batch_size`` messages, waiting at most ``linger`` after the FIRST one arrived.
+
+        Counting the linger from the first message (not from the call) keeps batches full while
+        records flow, e.g. 10,000 inserts in 50 calls of 200, and bounds a lone record's wait.
+        """
+        first = self.consumer.poll(idle_wait)
+        if first is None:
+            return []
+        messages = [first]
+        deadline = time.monotonic() + self.linger_s
+        while len(messages) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            messages += self.consumer.consume(self.batch_size - len(messages), remaining)
+        return messages
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
         """Write one batch, route its failures, then commit. Exposed for tests."""
