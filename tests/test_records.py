@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from field_value_strategies import field_values, same_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,45 +39,6 @@ from sfsync.records import (
 )
 
 # --------------------------------------------------------------------------- strategies / helpers
-
-offsets = st.timedeltas(min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)).map(
-    lambda d: timedelta(seconds=int(d.total_seconds()))
-)
-fixed_zones = offsets.map(timezone)
-
-field_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.integers(min_value=-(2**200), max_value=2**200),
-    st.sampled_from([INT64_MAX, INT64_MAX + 1, INT64_MIN, INT64_MIN - 1, 0, -1]),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 0.0, 5e-324, 1.7976931348623157e308]),
-    st.text(),
-    st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF) | st.just("\x00")),
-    st.binary(),
-    st.decimals(allow_nan=True, allow_infinity=True),
-    st.dates(),
-    st.datetimes(timezones=fixed_zones),
-    st.times(),
-    st.times(timezones=fixed_zones),
-)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal value *and* type; NaN equals NaN; -0.0 keeps its sign; Decimal/time/datetime exact text."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        if math.isnan(a):
-            return math.isnan(b)
-        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
-    if isinstance(a, Decimal):
-        return str(a) == str(b)
-    if isinstance(a, datetime | time):
-        return a == b and a.isoformat() == b.isoformat()
-    return bool(a == b)
-
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 

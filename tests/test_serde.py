@@ -6,11 +6,10 @@ import copy
 import dataclasses
 import io
 import json
-import math
 import shutil
 import struct
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro.schema import fingerprint as fastavro_fingerprint
+from field_value_strategies import field_values, same_value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -62,27 +62,6 @@ NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 
 # --------------------------------------------------------------------------- strategies / helpers
 
-fixed_zones = st.timedeltas(min_value=-timedelta(hours=23, minutes=59), max_value=timedelta(hours=23, minutes=59)).map(
-    lambda d: timezone(timedelta(seconds=int(d.total_seconds())))
-)
-
-field_values = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.integers(min_value=-(2**200), max_value=2**200),
-    st.sampled_from([INT64_MAX, INT64_MAX + 1, INT64_MIN, INT64_MIN - 1]),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0]),
-    st.text(),
-    st.text(st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF) | st.just("\x00")),
-    st.binary(),
-    st.decimals(allow_nan=True, allow_infinity=True),
-    st.dates(),
-    st.datetimes(timezones=fixed_zones),
-    st.times(),
-    st.times(timezones=fixed_zones),
-)
 texts = st.text(max_size=24)
 opt_texts = st.none() | texts
 utc_times = st.datetimes(timezones=st.just(UTC))
@@ -125,19 +104,7 @@ apply_commands = st.builds(
 )
 
 
-def same_value(a: Any, b: Any) -> bool:
-    """Equal value and type; NaN equals NaN; -0.0 keeps its sign; Decimal/time/datetime exact text."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, float):
-        if math.isnan(a):
-            return math.isnan(b)
-        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
-    if isinstance(a, Decimal):
-        return str(a) == str(b)
-    if isinstance(a, datetime | time):
-        return a == b and a.isoformat() == b.isoformat()
-    return bool(a == b)
+
 
 
 def assert_same_record(got: Any, want: Any) -> None:
