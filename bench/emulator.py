@@ -1,8 +1,9 @@
 """Benchmark the Salesforce emulator through the unmodified clients.
 
 Prints: single-record GET and PATCH requests/s (simple-salesforce, one keep-alive connection),
-ms per 200-record sObject Collections upsert, and the REST-commit -> aiosfstream-ng delivery latency
-of CDC events. Run: ``python bench/emulator.py [--seconds S] [--upserts N] [--events N]``.
+ms per 200-record sObject Collections upsert, the time to seed records through the control API
+(``/__emulator/seed``, no events), and the REST-commit -> aiosfstream-ng delivery latency of CDC events.
+Run: ``python bench/emulator.py [--seconds S] [--upserts N] [--seed N] [--events N]``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sfsync.emulator.testing import EmulatorHandle, start_emulator, streaming_client
+from sfsync.devstack.emulator import EmulatorHandle, start_emulator, streaming_client
 
 
 def _rate(label: str, seconds: float, call: Any) -> float:
@@ -54,6 +55,17 @@ def bench_upserts(handle: EmulatorHandle, rounds: int) -> None:
           f"{max(timings):.1f} ms max  (target < 50 ms)")
 
 
+def bench_seed(handle: EmulatorHandle, count: int) -> None:
+    """One control-API seed of ``count`` Contacts without CDC events (what tests use to make big orgs)."""
+    start = time.perf_counter()
+    ids = handle.control.seed("Contact", count, {"LastName": "Seed {i}", "Local_Id__c": "seed{i}"},
+                              emit_events=False)
+    elapsed = time.perf_counter() - start
+    assert len(ids) == count
+    print(f"{f'seed {count} records (control API, no events)':<42} {elapsed * 1000:9.1f} ms  "
+          f"({count / elapsed:.0f} records/s, target < 5 s for 2000)")
+
+
 async def bench_latency(handle: EmulatorHandle, events: int) -> None:
     """Time from a REST update's response to the CDC event arriving at an aiosfstream-ng subscriber."""
     sf = handle.salesforce()
@@ -82,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     parser.add_argument("--upserts", type=int, default=20, help="number of 200-record upserts")
+    parser.add_argument("--seed", type=int, default=2000, help="records in the control-API seed")
     parser.add_argument("--events", type=int, default=50, help="number of CDC latency samples")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,6 +102,7 @@ def main() -> None:
         try:
             bench_single(handle, args.seconds)
             bench_upserts(handle, args.upserts)
+            bench_seed(handle, args.seed)
             asyncio.run(bench_latency(handle, args.events))
         finally:
             handle.stop()

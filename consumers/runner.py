@@ -2,13 +2,15 @@
 
 Contract (at-least-once, nothing lost):
 - Messages are read from the sink's apply topic and its retry tiers, in
-  batches of up to ``sinks.<name>.batch_size``, waiting at most
-  ``linger_ms`` after the batch's first message to fill one.
+  batches of up to ``sinks.<name>.batch_size``. A batch waits ``linger_ms``
+  after its first message; after that it goes out only when nothing more is
+  known to be waiting (:mod:`consumers.backlog`), so a backlog always goes
+  out in full batches whatever the machine's speed.
 - The sink writes the batch (:class:`consumers.base.Sink`). Per-record
   failures are routed by policy (:func:`route_failure`): transient ones to the
   next retry tier (``<prefix>.retry.<sink>.<tier>``, delayed by the tier's
   delay), permanent ones and exhausted retries to ``<prefix>.dlq.<sink>``,
-  each with the failure headers of :mod:`consumers.failures`.
+  each with the failure headers of :mod:`sfsync.failures`.
 - Retry/DLQ messages and status records are flushed (broker-acknowledged)
   BEFORE offsets are committed, and offsets are committed only after the
   write returned. A crash anywhere replays the uncommitted batch; the sinks
@@ -18,6 +20,8 @@ Contract (at-least-once, nothing lost):
   meanwhile.
 - A retried command older than a newer command already written for the same
   record is dropped (a retry never overwrites a newer change).
+- Health (:mod:`sfsync.health`): alive while the loop turns; ready once the
+  target answered and the group assigned this member its partitions.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from consumers.backlog import BacklogProbe, FillState, batch_complete
 from consumers.base import Sink, SinkUnavailable
-from consumers.failures import (
+from sfsync.backoff import Backoff
+from sfsync.config import SfsyncConfig, SinkConfig
+from sfsync.failures import (
     H_NOT_BEFORE,
     Failure,
     FailureKind,
@@ -42,10 +49,11 @@ from consumers.failures import (
     parse_failure_headers,
     read_headers,
 )
-from sfsync.config import SfsyncConfig
+from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, commit_messages, make_consumer, make_producer
+from sfsync.kafka.lineage import read_lineage
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
+from sfsync.records import Alert, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink")
@@ -110,57 +118,115 @@ class SinkStats:
 class SinkRunner:
     """Drives one :class:`~consumers.base.Sink` (see the module docstring for the guarantees)."""
 
-    def __init__(self, cfg: SfsyncConfig, sink: Sink, after_write: AfterWrite | None = None) -> None:
+    def __init__(self, cfg: SfsyncConfig, sink: Sink, after_write: AfterWrite | None = None,
+                 health: Health | None = None) -> None:
         self.cfg = cfg
         self.sink = sink
         self.after_write = after_write
         self.names = TopicNames(cfg.kafka.topic_prefix)
-        sink_cfg = cfg.sinks.postgres if sink.name == "postgres" else cfg.sinks.salesforce
+        sink_cfg: SinkConfig = getattr(cfg.sinks, sink.name)
         self.batch_size = sink_cfg.batch_size
         self.linger_s = sink_cfg.linger_ms / 1000
-        self.source = self.names.apply_local if sink.name == "postgres" else self.names.apply_salesforce
-        self.direction = Direction.INBOUND if sink.name == "postgres" else Direction.OUTBOUND
+        self.stall_s = sink_cfg.stall_ms / 1000
+        self.direction = sink.direction
+        self.source = self.names.apply(sink.direction)
         self.retry_topics = [self.names.retry(sink.name, t.name) for t in cfg.retry.tiers]
-        self.serde = Serde(registry_url=cfg.kafka.schema_registry.url if cfg.kafka.schema_registry else None)
+        self.serde = Serde.from_config(cfg.kafka)
         self.newest = NewestWritten()
         self.stats = SinkStats()
+        self.health = health or Health(f"{sink.name}-sink", checks=("target", "group"))
         self._delayed: dict[tuple[str, int], float] = {}
-        self.consumer: Consumer = make_consumer(cfg.kafka, f"{cfg.kafka.topic_prefix}-{sink.name}-sink",
-                                                f"{sink.name}-sink")
+        self.consumer: Consumer = make_consumer(cfg.kafka, self.names.sink_group(sink.name), f"{sink.name}-sink")
         self.producer: CheckedProducer = make_producer(cfg.kafka, f"{sink.name}-sink")
+        upstream = self.names.changes(sink.direction)
+        self.backlog = BacklogProbe(
+            self.consumer, self.source,
+            make_consumer(cfg.kafka, self.names.processor_group, f"{sink.name}-sink-probe"), upstream,
+            # the CDC producer writes changes.inbound in transactions: a commit marker takes one offset
+            markers=sink.direction is Direction.INBOUND)
 
     # ------------------------------------------------------------------ loop
 
     def run(self, stop: threading.Event) -> None:
-        self.consumer.subscribe([self.source, *self.retry_topics])
         try:
+            if not self._wait_for_target(stop):
+                return
+            self.consumer.subscribe([self.source, *self.retry_topics], on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke)
             while not stop.is_set():
+                self.health.beat()
                 self._resume_due()
                 messages = self._next_batch()
                 if messages:
                     self.process(messages, stop)
         finally:
             self.consumer.close()
+            self.backlog.close()
             self.producer.flush(30)
             self.sink.close()
 
-    def _next_batch(self, idle_wait: float = 0.5) -> list[Message]:
-        """Up to ``batch_size`` messages, waiting at most ``linger`` after the FIRST one arrived.
+    def _wait_for_target(self, stop: threading.Event) -> bool:
+        """Probe the target until it answers (ready needs it); False when stopped first."""
+        backoff = Backoff(0.5, 10.0)
+        while not stop.is_set():
+            self.health.beat()
+            try:
+                self.sink.probe()
+            except SinkUnavailable as e:
+                self.health.mark("target", False, str(e))
+                wait = backoff.next()
+                log.warning("%s sink: target not reachable yet (%s); retrying in %.1f s", self.sink.name, e, wait)
+                stop.wait(wait)
+                continue
+            self.health.mark("target", True, "reachable")
+            return True
+        return False
 
-        Counting the linger from the first message (not from the call) keeps batches full while
-        records flow, e.g. 10,000 inserts in 50 calls of 200, and bounds a lone record's wait.
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._mark_assignment(len(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._mark_assignment(-len(partitions))
+
+    def _mark_assignment(self, delta: int) -> None:
+        # cooperative-sticky: callbacks carry increments, so count from the consumer's whole assignment
+        owned = [tp for tp in self.consumer.assignment() if tp.topic == self.source]
+        self.health.mark("group", True, f"joined; {len(owned)} partition(s) of {self.source} assigned "
+                                        f"({delta:+d} in this rebalance)")
+
+    def _next_batch(self, idle_wait: float = 0.5) -> list[Message]:
+        """Up to ``batch_size`` messages: full, or complete by :func:`consumers.backlog.batch_complete`.
+
+        The linger counts from the batch's FIRST message (it bounds a lone record's wait); past it the
+        batch keeps filling while more records are known to be on their way, so a backlog goes out in
+        full batches (10,000 inserts: 50 calls of 200) on an idle or a busy machine alike.
         """
         first = self.consumer.poll(idle_wait)
         if first is None:
             return []
         messages = [first]
-        deadline = time.monotonic() + self.linger_s
-        while len(messages) < self.batch_size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            messages += self.consumer.consume(self.batch_size - len(messages), remaining)
-        return messages
+        self._note_lineage(first)
+        started = last_arrival = time.monotonic()
+        while True:
+            now = time.monotonic()
+            state = FillState(size=len(messages), batch_size=self.batch_size, since_first_s=now - started,
+                              since_last_arrival_s=now - last_arrival, linger_s=self.linger_s, stall_s=self.stall_s)
+            lingering = state.since_first_s < self.linger_s
+            if batch_complete(state, None if lingering or state.size >= self.batch_size else self.backlog.waiting()):
+                return messages
+            wait = self.linger_s - state.since_first_s if lingering else 0.02
+            got = self.consumer.consume(self.batch_size - len(messages), max(wait, 0.001))
+            if got:
+                last_arrival = time.monotonic()
+                for msg in got:
+                    self._note_lineage(msg)
+                messages += got
+
+    def _note_lineage(self, msg: Message) -> None:
+        if msg.topic() == self.source and msg.error() is None:
+            lineage = read_lineage(_headers(msg))
+            if lineage is not None:
+                self.backlog.seen(*lineage)
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
         """Write one batch, route its failures, then commit. Exposed for tests."""
@@ -197,7 +263,7 @@ class SinkRunner:
         self.stats.batches += 1
 
     def _write_until_accepted(self, commands: list[ApplyCommand], stop: threading.Event) -> list[Failure | None] | None:
-        wait = 0.5
+        backoff = Backoff(0.5, 30.0)
         paused: list[TopicPartition] = []
         try:
             while True:
@@ -213,17 +279,18 @@ class SinkRunner:
                     self.stats.unavailable += 1
                     if e.alert and not paused:  # once per outage, not per retry
                         self._alert(e)
+                    wait = max(backoff.next(), e.retry_after)
                     log.warning("%s sink unavailable (%s); retrying the batch of %d in %.1f s",
-                                self.sink.name, e, len(commands), max(wait, e.retry_after))
+                                self.sink.name, e, len(commands), wait)
                     if not paused:
                         paused = list(self.consumer.assignment())
                         self.consumer.pause(paused)
-                    deadline = time.monotonic() + max(wait, e.retry_after)
+                    deadline = time.monotonic() + wait
                     while time.monotonic() < deadline:
                         if stop.is_set():
                             return None
+                        self.health.beat()
                         self.consumer.poll(0.1)  # keeps the group membership alive; paused: returns nothing
-                    wait = min(wait * 2, 30.0)
         finally:
             if paused:
                 self.consumer.resume(paused)
@@ -258,9 +325,7 @@ class SinkRunner:
             self._status(command, SyncState.FAILED, attempt, f"{failure.error_class}: {failure.message}", now)
 
     def _alert(self, e: SinkUnavailable) -> None:
-        raw_kind = str(getattr(e, "alert_kind", "other"))
-        kind = AlertKind(raw_kind) if raw_kind in {k.value for k in AlertKind} else AlertKind.OTHER
-        alert = Alert(kind=kind,
+        alert = Alert(kind=e.alert_kind,
                       severity=AlertSeverity.CRITICAL, message=f"{self.sink.name} sink paused: {e}",
                       details={"sink": self.sink.name})
         self.producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key=self.sink.name)

@@ -17,10 +17,7 @@ the reason; the stream goes on.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import ssl
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,66 +25,19 @@ from typing import Any
 
 import faust
 
-from consumers.failures import Failure, FailureKind, Origin, failure_headers
-from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound, suppress_unchanged
-from sfsync.config import SaslMechanism, SecurityProtocol, SfsyncConfig
+from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound
+from processors.state import dump_state, load_state, next_output
+from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
+from sfsync.failures import Failure, FailureKind, Origin, failure_headers
+from sfsync.health import Health
+from sfsync.kafka.faust_settings import faust_credentials
+from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent, FieldPyValue, decode_values, encode_values
+from sfsync.records import ChangeEvent
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.processor")
-
-
-def dump_synced(values: dict[str, FieldPyValue], event_id: str) -> bytes:
-    """A record's table entry: its last synced values (sfsync's typed value encoding, as JSON) and the
-    id of the change that set them."""
-    return json.dumps({"v": encode_values(values), "e": event_id}, default=_json_default, allow_nan=True).encode()
-
-
-def load_synced(raw: bytes | None) -> tuple[dict[str, FieldPyValue] | None, str | None]:
-    """(last synced values, id of the change that set them); (None, None) for a record never seen."""
-    if raw is None:
-        return None, None
-    entry = json.loads(raw, object_hook=_json_object_hook)
-    return decode_values(entry["v"]), entry["e"]
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return {"__bytes__": base64.b64encode(o).decode()}
-    if isinstance(o, datetime):
-        return {"__datetime__": o.isoformat()}
-    raise TypeError(type(o).__name__)
-
-
-def _json_object_hook(d: dict[str, Any]) -> Any:
-    if "__bytes__" in d and len(d) == 1:
-        return base64.b64decode(d["__bytes__"])
-    if "__datetime__" in d and len(d) == 1:
-        return datetime.fromisoformat(d["__datetime__"])
-    return d
-
-
-def _credentials(cfg: SfsyncConfig) -> Any:
-    k = cfg.kafka
-    if k.security_protocol is SecurityProtocol.PLAINTEXT:
-        return None
-    context = None
-    if k.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
-        context = ssl.create_default_context(cafile=str(k.ssl_ca_location) if k.ssl_ca_location else None)
-        if k.ssl_certificate_location and k.ssl_key_location:
-            password = k.ssl_key_password.get_secret_value() if k.ssl_key_password else None
-            context.load_cert_chain(str(k.ssl_certificate_location), str(k.ssl_key_location), password)
-    if k.security_protocol is SecurityProtocol.SSL:
-        return faust.SSLCredentials(context)
-    if k.sasl_mechanism is SaslMechanism.OAUTHBEARER:
-        raise NotImplementedError("the processor does not support SASL OAUTHBEARER yet; use SCRAM or PLAIN")
-    assert k.sasl_password is not None and k.sasl_username is not None
-    return faust.SASLCredentials(
-        username=k.sasl_username, password=k.sasl_password.get_secret_value(),
-        mechanism=k.sasl_mechanism.value if k.sasl_mechanism else "PLAIN", ssl_context=context,
-    )
 
 
 class ProcessorStats:
@@ -103,14 +53,12 @@ class ProcessorStats:
 def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App, ProcessorStats]:
     """The faust app with both agents; ``web_port=None`` runs it without faust's web server."""
     names = TopicNames(cfg.kafka.topic_prefix)
-    serde = Serde(
-        registry_url=cfg.kafka.schema_registry.url if cfg.kafka.schema_registry else None,
-    )
+    serde = Serde.from_config(cfg.kafka)
     brokers = ";".join(f"sfsync://{h}" for h in cfg.kafka.bootstrap_servers.split(","))
     app = faust.App(
-        f"{cfg.kafka.topic_prefix}-processor",
+        names.processor_group,
         broker=brokers,
-        broker_credentials=_credentials(cfg),
+        broker_credentials=faust_credentials(cfg.kafka),
         broker_session_timeout=cfg.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=cfg.kafka.heartbeat_interval_ms / 1000,
         broker_request_timeout=max(40.0, cfg.kafka.session_timeout_ms / 1000 + 5),
@@ -170,16 +118,14 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 if result.unmapped_fields:
                     stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
                 state_key = key or change.key.encode()
-                last, last_event = load_synced(state.get(state_key))
-                # The same change again: its output may have been lost in a crash (faust commits the
-                # source offset only after the outputs it sent were acknowledged) -- send it in full.
-                command, synced = suppress_unchanged(result.command, last, redelivered=last_event == change.event_id)
-                state[state_key] = dump_synced(synced, change.event_id)
+                command, synced = next_output(result.command, load_state(state.get(state_key)), change.event_id)
+                state[state_key] = dump_state(synced)
                 if command is None:
                     stats.add(f"{direction}.unchanged")
                     continue
                 stats.add(f"{direction}.applied")
-                await target.send(key=key or change.key.encode(), value=serde.encode(command, target.get_topic_name()))
+                await target.send(key=key or change.key.encode(), value=serde.encode(command, target.get_topic_name()),
+                                  headers=lineage_headers(msg.partition, msg.offset))
 
         process.__name__ = f"{direction}_agent"
         app.agent(source, name=f"{direction}")(process)
@@ -196,10 +142,36 @@ async def _dead_letter(dlq: Any, key: bytes | None, value: bytes, failure: Failu
     await dlq.send(key=key, value=value, headers=headers)
 
 
-def run(cfg: SfsyncConfig, loglevel: str = "warn") -> None:
+def watch_health(app: faust.App, health: Health) -> None:
+    """Feed ``health`` from the worker: ready once a rebalance completed (tables recovered, streams
+    resumed) with partitions assigned; alive while the event loop runs its timers."""
+    assigned: set[Any] = set()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust types receivers loosely
+    async def _assigned(_app: Any, *args: Any, signal: Any = None, **_kw: Any) -> None:  # (sender, TPs)
+        assigned.clear()
+        assigned.update(args[0] if args else _kw.get("assigned", ()))
+        health.mark("group", False, f"{len(assigned)} partition(s) assigned; recovering tables")
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _revoked(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        health.mark("group", False, "rebalancing")
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _complete(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        health.mark("group", bool(assigned), f"joined; {len(assigned)} partition(s) assigned, tables recovered")
+
+    @app.timer(interval=1.0)
+    async def _beat() -> None:
+        health.beat()
+
+
+def run(cfg: SfsyncConfig, loglevel: str = "warn", health: Health | None = None) -> None:
     """Run one processor worker until SIGINT/SIGTERM (faust handles both)."""
     use_uvloop()
     app, stats = build_app(cfg)
+    if health is not None:
+        watch_health(app, health)
 
     @app.task
     async def quiet_libraries() -> None:

@@ -15,21 +15,17 @@ for the record, which turns redeliveries and echoes into no-ops.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from sfsync.coercion import CoercionError, apply_transforms, coerce
 from sfsync.config import (
     DeletePolicy,
     Direction,
     FieldMapping,
-    FieldType,
     ObjectMapping,
     SfsyncConfig,
-    Transform,
 )
 from sfsync.records import (
     ApplyCommand,
@@ -42,10 +38,6 @@ from sfsync.records import (
 
 TO_LOCAL = (Direction.BOTH, Direction.TO_LOCAL)
 TO_SALESFORCE = (Direction.BOTH, Direction.TO_SALESFORCE)
-
-
-class CoercionError(ValueError):
-    """A value cannot be converted to the mapped type; the message names field and value type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,98 +66,6 @@ def is_own_origin(origin: str | None, client: str) -> bool:
     if origin == client:
         return True
     return any(part.strip() == f"client={client}" for part in origin.split(";"))
-
-
-def apply_transforms(value: FieldPyValue, transforms: list[Transform]) -> FieldPyValue:
-    for t in transforms:
-        if isinstance(value, str):
-            if t is Transform.STRIP:
-                value = value.strip()
-            elif t is Transform.LOWER:
-                value = value.lower()
-            elif t is Transform.UPPER:
-                value = value.upper()
-            elif t is Transform.EMPTY_AS_NULL and value == "":
-                value = None
-    return value
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "t", "1", "yes", "y"):
-        return True
-    if lowered in ("false", "f", "0", "no", "n"):
-        return False
-    raise ValueError(text)
-
-
-def coerce(value: FieldPyValue, kind: FieldType | None, name: str) -> FieldPyValue:
-    """Convert ``value`` to ``kind``; ``None`` stays ``None``. Raises :class:`CoercionError`."""
-    if value is None or kind is None:
-        return value
-    try:
-        match kind:
-            case FieldType.STRING:
-                return value if isinstance(value, str) else _text(value)
-            case FieldType.INTEGER:
-                if isinstance(value, bool):
-                    return int(value)
-                if isinstance(value, int):
-                    return value
-                if isinstance(value, float | Decimal):
-                    if value != value or value in (math.inf, -math.inf) or value != int(value):
-                        raise ValueError(value)
-                    return int(value)
-                if isinstance(value, str):
-                    return int(value.strip())
-            case FieldType.DECIMAL:
-                if isinstance(value, bool):
-                    raise ValueError(value)
-                if isinstance(value, int | float | Decimal | str):
-                    d = Decimal(str(value).strip())
-                    if not d.is_finite():
-                        raise ValueError(value)
-                    return d
-            case FieldType.FLOAT:
-                if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-                    return float(value)
-                if isinstance(value, str):
-                    return float(value.strip())
-            case FieldType.BOOLEAN:
-                if isinstance(value, bool):
-                    return value
-                if isinstance(value, int) and value in (0, 1):
-                    return bool(value)
-                if isinstance(value, str):
-                    return _parse_bool(value)
-            case FieldType.DATE:
-                if isinstance(value, datetime):
-                    return value.date()
-                if isinstance(value, date):
-                    return value
-                if isinstance(value, str):
-                    return date.fromisoformat(value.strip()[:10])
-            case FieldType.DATETIME:
-                if isinstance(value, datetime):
-                    return value if value.tzinfo else value.replace(tzinfo=UTC)
-                if isinstance(value, int) and not isinstance(value, bool):  # epoch milliseconds
-                    return datetime.fromtimestamp(value / 1000, UTC)
-                if isinstance(value, str):
-                    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-                    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except (ValueError, InvalidOperation, OverflowError, TypeError):
-        pass
-    raise CoercionError(f"{name}: cannot coerce a {type(value).__name__} value to {kind.value}")
-
-
-def _text(value: FieldPyValue) -> str:
-    if isinstance(value, bytes):
-        raise ValueError("bytes")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
 
 
 def _reverse(value_map: Mapping[str, str]) -> dict[str, str]:

@@ -8,7 +8,6 @@ or usage.
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 import threading
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sfsync.config import ConfigError, SfsyncConfig, load_config, read_yaml, resolve_config_path
+from sfsync.signals import stop_on_signals
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way Salesforce <-> PostgreSQL sync over Kafka.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate configuration.")
@@ -132,13 +132,7 @@ def dev(
         except ConfigError as e:
             raise _fail(str(e), 2) from None
     directory = state_dir or Path(tempfile.mkdtemp(prefix="sfsync-dev-"))
-    stop = threading.Event()
-
-    def _signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _signal)
-    signal.signal(signal.SIGINT, _signal)
+    stop = stop_on_signals()
     stack = DevStack(directory, base)
     with console.status("starting embedded broker, PostgreSQL, Salesforce emulator, roles ..."):
         try:
@@ -148,10 +142,13 @@ def dev(
     table = Table(title="sfsync dev stack")
     table.add_column("service")
     table.add_column("where")
-    for key, value in endpoints.to_json().items():
+    shown = endpoints.to_json()
+    health = shown.pop("health", {})
+    for key, value in shown.items():
         if key == "roles":
             for name, pid in value.items():
-                table.add_row(name, f"pid {pid}, log {directory / 'logs' / (name + '.log')}")
+                table.add_row(name, f"pid {pid}, ready at {health.get(name, '?')}/readyz, "
+                                    f"log {directory / 'logs' / (name + '.log')}")
         elif key == "salesforce":
             table.add_row("salesforce", f"{value['url']} (user {value['username']}, CA {value['ca']})")
         else:
@@ -176,25 +173,29 @@ def run(
                                               "postgres-producer | salesforce-sink")],
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    health_port: Annotated[int | None, typer.Option(
+        "--health-port", help="Serve /healthz and /readyz here (0: any free port); default health.port.")] = None,
 ) -> None:
     """Run one role of the pipeline until SIGINT/SIGTERM."""
     import logging
 
-    from sfsync.roles import ROLES
+    from sfsync.health import Health, HealthServer
+    from sfsync.roles import READINESS, ROLES
 
     if role not in ROLES:
         raise _fail(f"unknown role {role!r}; one of: {', '.join(ROLES)}", 2)
     cfg = _load(config)
     logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-
-    def _signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    if role != "processor":  # the faust worker handles its own signals
-        signal.signal(signal.SIGTERM, _signal)
-        signal.signal(signal.SIGINT, _signal)
-    ROLES[role](cfg, stop)
+    # the faust worker handles its own signals
+    stop = threading.Event() if role == "processor" else stop_on_signals()
+    health = Health(role, READINESS[role])
+    port = health_port if health_port is not None else cfg.health.port
+    server = HealthServer(health, cfg.health.host, port).start() if port is not None else None
+    try:
+        ROLES[role](cfg, stop, health)
+    finally:
+        if server is not None:
+            server.close()
 
 
 @schema_app.command("init")

@@ -50,20 +50,26 @@ Contracts (shared by every role):
 * ``to_avro()`` returns the dict fastavro writes for the record's schema;
   ``from_avro(d)`` builds the record from the dict fastavro reads (raising
   ``ValueError``/``TypeError``/``KeyError`` on inconsistent data; ``sfsync.serde``
-  turns those into ``DecodeError``).
+  turns those into ``DecodeError``). Both are derived from the dataclass fields, which
+  each class declares in its schema's field order: an enum travels as its symbol, a
+  field-value map as ``encode_values`` / ``decode_values`` give it, anything else as is
+  (fastavro itself maps an aware ``datetime`` to ``timestamp-micros``). A key may be
+  missing from ``d`` only where the schema gives the field a default.
 * Record keys (Kafka message keys, status keys) come from ``record_key``:
   ``{object}:{sfid}`` once the record is linked, ``{object}:local:{pk}`` before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Protocol, Self, TypeAlias
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol, Self, TypeAlias, get_type_hints
 
 __all__ = [
     "INT32_MAX",
@@ -395,6 +401,116 @@ def decode_values(values: Mapping[str, Mapping[str, Any]]) -> dict[str, FieldPyV
     return out
 
 
+# --------------------------------------------------------------------------- avro codec
+
+_SCHEMA_DEFAULT_KEY = "avro_default"
+_SCHEMA_DEFAULT: Mapping[str, bool] = MappingProxyType({_SCHEMA_DEFAULT_KEY: True})
+"""``field(metadata=...)`` of a factory-default field whose schema field has a default (see ``_has_schema_default``)."""
+
+_AS_IS: frozenset[Any] = frozenset(
+    {str, int, float, datetime, str | None, int | None, datetime | None, list[str], dict[str, str]}
+)
+"""Field types fastavro writes and reads unchanged: string/int/long/double, an aware ``datetime`` as
+``timestamp-micros`` (read back as UTC), ``["null", T]`` unions, arrays and maps of strings."""
+
+_Convert: TypeAlias = Callable[[Any], Any]
+
+
+def _as_is(value: Any) -> Any:
+    """No conversion: fastavro maps the value itself."""
+    return value
+
+
+def _enum_symbol(member: enum.StrEnum) -> str:
+    """An enum field as its Avro enum symbol (a plain ``str``)."""
+    return member.value
+
+
+def _conversions(name: str, hint: Any) -> tuple[_Convert, _Convert]:
+    """``(encode, decode)`` between a field of type ``hint`` and its Avro dict value.
+
+    An enum goes out as its symbol and comes back as the symbol (the record's constructor
+    coerces and checks it); a field-value map goes through ``encode_values`` /
+    ``decode_values``; the types in ``_AS_IS`` pass through. Any other type raises
+    ``TypeError``: a new field type must be given its Avro form here, not guessed.
+    """
+    if isinstance(hint, type) and issubclass(hint, enum.StrEnum):
+        return _enum_symbol, _as_is
+    if hint == dict[str, FieldPyValue]:
+        return encode_values, decode_values
+    if hint in _AS_IS:
+        return _as_is, _as_is
+    raise TypeError(f"{name}: no Avro conversion for field type {hint!r}")
+
+
+def _has_schema_default(f: dataclasses.Field[Any]) -> bool:
+    """Whether the field's schema field has a default, i.e. ``from_avro`` may find it absent.
+
+    A plain dataclass default (``None``, ``0``) always mirrors the schema default. A factory
+    default does only when marked ``_SCHEMA_DEFAULT`` (``{}`` for a map): ids and timestamps
+    generated per record, and lists/maps the schema requires, must be present on the wire.
+    """
+    return f.default is not dataclasses.MISSING or bool(f.metadata.get(_SCHEMA_DEFAULT_KEY, False))
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldCodec:
+    """How one record field travels in the Avro dict: key, conversions, whether it may be absent."""
+
+    name: str
+    encode: _Convert
+    decode: _Convert
+    optional: bool
+
+
+def _build_codecs(cls: type[Any]) -> tuple[_FieldCodec, ...]:
+    """The codecs of a record dataclass's fields, in declaration (= schema) order."""
+    hints = get_type_hints(cls)
+    return tuple(
+        _FieldCodec(f.name, *_conversions(f.name, hints[f.name]), optional=_has_schema_default(f))
+        for f in dataclasses.fields(cls)
+    )
+
+
+_CODECS: dict[type[Any], tuple[_FieldCodec, ...]] = {}
+
+
+def _field_codecs(cls: type[Any]) -> tuple[_FieldCodec, ...]:
+    """``_build_codecs(cls)``, built on a class's first use (its annotations resolve by then) and kept."""
+    codecs = _CODECS.get(cls)
+    if codecs is None:
+        codecs = _CODECS[cls] = _build_codecs(cls)
+    return codecs
+
+
+class _AvroCodec:
+    """``to_avro`` / ``from_avro`` derived from the fields of the record dataclass that inherits this.
+
+    The dataclass declares its fields in the order of its schema's fields, so the dict comes
+    out in schema order and ``from_avro`` reads (and fails on) the keys in that order. Empty
+    ``__slots__`` keep the subclasses' ``slots=True`` effective (no instance ``__dict__``).
+    """
+
+    __slots__ = ()
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict fastavro writes with this record's schema (``schemas/<AVRO_SCHEMA>.avsc``).
+
+        Raises ``TypeError``/``ValueError`` for a field value ``encode_value`` cannot write.
+        """
+        return {c.name: c.encode(getattr(self, c.name)) for c in _field_codecs(type(self))}
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        """Build the record from the dict fastavro reads with its schema.
+
+        A key may be absent only where the schema gives a default (the dataclass default, equal
+        to it, applies); another absent key raises ``KeyError``, inconsistent content
+        ``ValueError``/``TypeError``. Keys the schema does not know are ignored.
+        """
+        return cls(**{c.name: c.decode(d[c.name]) for c in _field_codecs(cls) if c.name in d or not c.optional})
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -411,7 +527,7 @@ class AvroRecord(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ChangeEvent:
+class ChangeEvent(_AvroCodec):
     """One captured change of one record: the envelope on ``sfsync.changes.*``.
 
     ``values`` maps *source* field names to values; ``changed_fields`` lists the
@@ -422,20 +538,20 @@ class ChangeEvent:
     AVRO_SCHEMA: ClassVar[str] = "change_event"
     AVRO_NAME: ClassVar[str] = "io.sfsync.ChangeEvent"
 
+    event_id: str = field(default_factory=new_id)
     source: Source
     object: str
+    entity: str | None = None
     operation: Operation
-    commit_ts: datetime
-    source_position: str
     sfid: str | None = None
     local_key: str | None = None
     changed_fields: list[str] = field(default_factory=list)
     values: dict[str, FieldPyValue] = field(default_factory=dict)
+    commit_ts: datetime
+    source_position: str
     origin: str | None = None
-    entity: str | None = None
     transaction_key: str | None = None
     sequence: int | None = None
-    event_id: str = field(default_factory=new_id)
     trace_id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
@@ -451,50 +567,9 @@ class ChangeEvent:
         """The record key (Kafka message key): see ``record_key``."""
         return record_key(self.object, self.sfid, self.local_key)
 
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``change_event.avsc``."""
-        return {
-            "event_id": self.event_id,
-            "source": self.source.value,
-            "object": self.object,
-            "entity": self.entity,
-            "operation": self.operation.value,
-            "sfid": self.sfid,
-            "local_key": self.local_key,
-            "changed_fields": self.changed_fields,
-            "values": encode_values(self.values),
-            "commit_ts": self.commit_ts,
-            "source_position": self.source_position,
-            "origin": self.origin,
-            "transaction_key": self.transaction_key,
-            "sequence": self.sequence,
-            "trace_id": self.trace_id,
-        }
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``change_event.avsc``."""
-        return cls(
-            event_id=d["event_id"],
-            source=d["source"],
-            object=d["object"],
-            entity=d.get("entity"),
-            operation=d["operation"],
-            sfid=d.get("sfid"),
-            local_key=d.get("local_key"),
-            changed_fields=d["changed_fields"],
-            values=decode_values(d["values"]),
-            commit_ts=d["commit_ts"],
-            source_position=d["source_position"],
-            origin=d.get("origin"),
-            transaction_key=d.get("transaction_key"),
-            sequence=d.get("sequence"),
-            trace_id=d["trace_id"],
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApplyCommand:
+class ApplyCommand(_AvroCodec):
     """What a sink must write: values already mapped to the *target's* field names.
 
     ``fields`` lists the target fields the sink writes (normally ``values``' keys).
@@ -505,20 +580,20 @@ class ApplyCommand:
     AVRO_SCHEMA: ClassVar[str] = "apply_command"
     AVRO_NAME: ClassVar[str] = "io.sfsync.ApplyCommand"
 
+    command_id: str = field(default_factory=new_id)
     target: ApplyTarget
     object: str
     operation: ApplyOperation
-    source: Source
-    source_event_id: str
-    source_commit_ts: datetime
     sfid: str | None = None
     local_key: str | None = None
     values: dict[str, FieldPyValue] = field(default_factory=dict)
     fields: list[str] = field(default_factory=list)
+    source: Source
+    source_event_id: str
+    source_commit_ts: datetime
     origin: str | None = None
-    attempt: int = 0
-    command_id: str = field(default_factory=new_id)
     trace_id: str = field(default_factory=new_id)
+    attempt: int = 0
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -535,48 +610,9 @@ class ApplyCommand:
         """The record key (Kafka message key): see ``record_key``."""
         return record_key(self.object, self.sfid, self.local_key)
 
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``apply_command.avsc``."""
-        return {
-            "command_id": self.command_id,
-            "target": self.target.value,
-            "object": self.object,
-            "operation": self.operation.value,
-            "sfid": self.sfid,
-            "local_key": self.local_key,
-            "values": encode_values(self.values),
-            "fields": self.fields,
-            "source": self.source.value,
-            "source_event_id": self.source_event_id,
-            "source_commit_ts": self.source_commit_ts,
-            "origin": self.origin,
-            "trace_id": self.trace_id,
-            "attempt": self.attempt,
-        }
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``apply_command.avsc``."""
-        return cls(
-            command_id=d["command_id"],
-            target=d["target"],
-            object=d["object"],
-            operation=d["operation"],
-            sfid=d.get("sfid"),
-            local_key=d.get("local_key"),
-            values=decode_values(d["values"]),
-            fields=d["fields"],
-            source=d["source"],
-            source_event_id=d["source_event_id"],
-            source_commit_ts=d["source_commit_ts"],
-            origin=d.get("origin"),
-            trace_id=d["trace_id"],
-            attempt=d.get("attempt", 0),
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RecordStatus:
+class RecordStatus(_AvroCodec):
     """Latest sync state of one record in one direction (compacted ``sfsync.status``).
 
     ``key`` is the record key; the Kafka message key is ``kafka_key``
@@ -610,40 +646,9 @@ class RecordStatus:
         """Message key on the compacted status topic: ``{direction}:{key}``."""
         return f"{self.direction.value}:{self.key}"
 
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``record_status.avsc``."""
-        return {
-            "key": self.key,
-            "object": self.object,
-            "direction": self.direction.value,
-            "state": self.state.value,
-            "sfid": self.sfid,
-            "local_key": self.local_key,
-            "failure_count": self.failure_count,
-            "last_error": self.last_error,
-            "last_attempt_ts": self.last_attempt_ts,
-            "updated_ts": self.updated_ts,
-        }
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``record_status.avsc``."""
-        return cls(
-            key=d["key"],
-            object=d["object"],
-            direction=d["direction"],
-            state=d["state"],
-            sfid=d.get("sfid"),
-            local_key=d.get("local_key"),
-            failure_count=d.get("failure_count", 0),
-            last_error=d.get("last_error"),
-            last_attempt_ts=d.get("last_attempt_ts"),
-            updated_ts=d["updated_ts"],
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MetricSample:
+class MetricSample(_AvroCodec):
     """One metric observation on ``sfsync.metrics``."""
 
     AVRO_SCHEMA: ClassVar[str] = "metric_sample"
@@ -652,7 +657,7 @@ class MetricSample:
     role: str
     name: str
     value: float
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict, metadata=_SCHEMA_DEFAULT)
     ts: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
@@ -663,30 +668,21 @@ class MetricSample:
         s(self, "labels", _str_map("labels", self.labels))
         s(self, "ts", _aware_utc("ts", self.ts))
 
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``metric_sample.avsc``."""
-        return {"role": self.role, "name": self.name, "value": self.value, "labels": self.labels, "ts": self.ts}
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``metric_sample.avsc``."""
-        return cls(role=d["role"], name=d["name"], value=d["value"], labels=d.get("labels", {}), ts=d["ts"])
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Alert:
+class Alert(_AvroCodec):
     """An operator-facing alert on ``sfsync.alerts``."""
 
     AVRO_SCHEMA: ClassVar[str] = "alert"
     AVRO_NAME: ClassVar[str] = "io.sfsync.Alert"
 
+    alert_id: str = field(default_factory=new_id)
     kind: AlertKind
     severity: AlertSeverity
     message: str
     object: str | None = None
-    details: dict[str, str] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict, metadata=_SCHEMA_DEFAULT)
     ts: datetime = field(default_factory=utcnow)
-    alert_id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -695,34 +691,9 @@ class Alert:
         s(self, "details", _str_map("details", self.details))
         s(self, "ts", _aware_utc("ts", self.ts))
 
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``alert.avsc``."""
-        return {
-            "alert_id": self.alert_id,
-            "kind": self.kind.value,
-            "severity": self.severity.value,
-            "message": self.message,
-            "object": self.object,
-            "details": self.details,
-            "ts": self.ts,
-        }
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``alert.avsc``."""
-        return cls(
-            alert_id=d["alert_id"],
-            kind=d["kind"],
-            severity=d["severity"],
-            message=d["message"],
-            object=d.get("object"),
-            details=d.get("details", {}),
-            ts=d["ts"],
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ControlRecord:
+class ControlRecord(_AvroCodec):
     """Pause/resume of one direction (compacted ``sfsync.control``, Kafka key = direction)."""
 
     AVRO_SCHEMA: ClassVar[str] = "control_record"
@@ -744,27 +715,6 @@ class ControlRecord:
     def kafka_key(self) -> str:
         """Message key on the compacted control topic: the direction."""
         return self.direction.value
-
-    def to_avro(self) -> dict[str, Any]:
-        """The dict fastavro writes with ``control_record.avsc``."""
-        return {
-            "direction": self.direction.value,
-            "action": self.action.value,
-            "requested_by": self.requested_by,
-            "reason": self.reason,
-            "ts": self.ts,
-        }
-
-    @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> Self:
-        """Build from the dict fastavro reads with ``control_record.avsc``."""
-        return cls(
-            direction=d["direction"],
-            action=d["action"],
-            requested_by=d["requested_by"],
-            reason=d.get("reason"),
-            ts=d["ts"],
-        )
 
 
 Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord

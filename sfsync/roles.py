@@ -1,9 +1,12 @@
 """The roles ``sfsync run <role>`` starts, each a separate process and Kafka consumer group.
 
-Every role function takes the loaded config and a stop event set on
-SIGINT/SIGTERM, and returns once it has shut down cleanly (producers flushed,
-offsets committed for durable work only). The processor is a faust worker,
-which installs its own signal handling.
+Every role function takes the loaded config, a stop event set on
+SIGINT/SIGTERM, and the role's :class:`~sfsync.health.Health` (which ``sfsync
+run`` serves on ``/healthz`` and ``/readyz``), and returns once it has shut
+down cleanly (producers flushed, offsets committed for durable work only). The
+processor is a faust worker, which installs its own signal handling.
+
+This is the one composition module: the only place the core reaches a role.
 """
 
 from __future__ import annotations
@@ -13,38 +16,48 @@ import threading
 from collections.abc import Callable
 
 from sfsync.config import SfsyncConfig
+from sfsync.health import Health
 
 log = logging.getLogger("sfsync.roles")
 
-RoleFn = Callable[[SfsyncConfig, threading.Event], None]
+RoleFn = Callable[[SfsyncConfig, threading.Event, Health], None]
+
+#: what each role's /readyz waits for (besides a turning loop)
+READINESS: dict[str, tuple[str, ...]] = {
+    "salesforce-producer": ("broker", "salesforce"),
+    "postgres-producer": ("postgres", "broker"),
+    "processor": ("group",),
+    "postgres-sink": ("target", "group"),
+    "salesforce-sink": ("target", "group"),
+}
 
 
-def salesforce_producer(cfg: SfsyncConfig, stop: threading.Event) -> None:
+def salesforce_producer(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from producers.salesforce.cdc import run
 
-    run(cfg, stop)
+    run(cfg, stop, health=health)
 
 
-def postgres_producer(cfg: SfsyncConfig, stop: threading.Event) -> None:
+def postgres_producer(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from producers.postgres.relay import run
 
-    run(cfg, stop)
+    run(cfg, stop, health=health)
 
 
-def processor(cfg: SfsyncConfig, stop: threading.Event) -> None:
+def processor(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from processors.app import run
 
-    run(cfg)
+    run(cfg, health=health)
 
 
-def postgres_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
+def postgres_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from consumers.postgres.sink import PostgresSink
     from consumers.runner import SinkRunner
 
-    SinkRunner(cfg, PostgresSink(cfg)).run(stop)
+    SinkRunner(cfg, PostgresSink(cfg), health=health).run(stop)
 
 
-def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
+def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from consumers.postgres.sink import PostgresSink
     from consumers.runner import SinkRunner
     from consumers.salesforce.sink import SalesforceSink
@@ -64,7 +77,7 @@ def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event) -> None:
                     log.warning("could not record sfid %s on %s local key %s: %s", sfid, obj, key, failure.message)
 
     try:
-        SinkRunner(cfg, sink, after_write=write_back).run(stop)
+        SinkRunner(cfg, sink, after_write=write_back, health=health).run(stop)
     finally:
         local.close()
 

@@ -25,6 +25,10 @@ Wire formats
   the body. Schemas are registered (or, with ``auto_register=False``, looked up) under
   subject ``<topic>-value`` (TopicNameStrategy) on first use per topic and record type.
 
+Roles build their serde with :meth:`Serde.from_config` (``kafka.schema_registry``: URL,
+basic auth, and every other registry setting of the model), never from the URL alone.
+Registry secrets never appear in ``repr(serde)`` or in the text of the errors below.
+
 ``Serde.decode`` reads both framings whatever it writes (a registry-framed payload
 needs a configured registry), so a topic can migrate from one to the other.
 Registry-framed payloads written with another (compatible) version of a schema are
@@ -51,11 +55,13 @@ import json
 import os
 import struct
 import sys
+from base64 import b64encode
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
@@ -64,6 +70,9 @@ from sfsync.records import RECORD_TYPES, AvroRecord, Record
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
+    from pydantic import BaseModel
+
+    from sfsync.config import KafkaConfig
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -77,6 +86,7 @@ __all__ = [
     "Serde",
     "crc64_avro",
     "load_schema",
+    "registry_settings",
     "schema_dir",
     "schema_info",
 ]
@@ -295,6 +305,80 @@ def load_schema(name: str | type[AvroRecord]) -> Any:
     return schema_info(name).parsed
 
 
+# --------------------------------------------------------------------------- registry settings
+
+#: ``kafka.schema_registry`` field -> ``SchemaRegistryClient`` setting. Every field of the config
+#: model must be listed (tests/test_serde_registry_auth.py checks it); a set field missing here is
+#: an error in :func:`registry_settings`, never silently dropped. Basic auth needs no
+#: ``basic.auth.credentials.source``: confluent-kafka's client takes ``basic.auth.user.info`` as
+#: USER_INFO and refuses the source key as an unrecognized property.
+_REGISTRY_SETTINGS: dict[str, str] = {
+    "url": "url",
+    "basic_auth_user_info": "basic.auth.user.info",
+    "ssl_ca_location": "ssl.ca.location",
+    "ssl_certificate_location": "ssl.certificate.location",
+    "ssl_key_location": "ssl.key.location",
+    "ssl_key_password": "ssl.key.password",
+}
+
+
+def registry_settings(registry_cfg: BaseModel) -> dict[str, Any]:
+    """``SchemaRegistryClient`` settings from ``kafka.schema_registry``, secrets revealed.
+
+    Hand the result straight to the client; never log it.
+    """
+    from pydantic import SecretStr
+
+    out: dict[str, Any] = {}
+    for name in type(registry_cfg).model_fields:
+        value = getattr(registry_cfg, name)
+        if value is None:
+            continue
+        key = _REGISTRY_SETTINGS.get(name)
+        if key is None:
+            raise ValueError(
+                f"kafka.schema_registry.{name} is set but sfsync.serde does not pass it to the schema registry client"
+            )
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, Path):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _secrets_of(conf: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every form in which a registry secret could leak into a message (longest first)."""
+    found: set[str] = set()
+    user_info = conf.get("basic.auth.user.info")
+    for url in str(conf.get("url") or "").split(","):
+        parts = urlsplit(url.strip())
+        if parts.password:
+            user_info = user_info or f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+            found.update({parts.password, unquote(parts.password)})
+    if user_info:
+        found.add(user_info)
+        found.add(b64encode(user_info.encode()).decode())
+        password = user_info.partition(":")[2]
+        if password:
+            found.add(password)
+    if conf.get("ssl.key.password"):
+        found.add(str(conf["ssl.key.password"]))
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without userinfo (``https://***@host`` when it had some)."""
+    out = []
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        if parts.username or parts.password:
+            netloc = "***@" + parts.netloc.rpartition("@")[2]
+            one = urlunsplit(parts._replace(netloc=netloc))
+        out.append(one.strip())
+    return ",".join(out)
+
+
 # --------------------------------------------------------------------------- serde
 
 
@@ -311,8 +395,9 @@ class _Writer:
 class Serde:
     """Encode/decode sfsync records; one instance per process, reused for every message.
 
-    ``registry_url`` (or ``registry_config["url"]``) switches encoding to Confluent
-    framing; ``registry_config`` is passed to ``SchemaRegistryClient`` (auth, TLS...).
+    Roles use :meth:`from_config`. ``registry_url`` (or ``registry_config["url"]``) switches
+    encoding to Confluent framing; ``registry_config`` is passed to ``SchemaRegistryClient``
+    (auth, TLS...).
     ``registry_client`` injects a ready client (tests share one ``mock://`` client
     between a writer and a reader this way: each ``mock://`` client has its own store).
     """
@@ -328,16 +413,47 @@ class Serde:
         conf = dict(registry_config or {})
         if registry_url:
             conf["url"] = registry_url
+        self._secrets = _secrets_of(conf)
+        self._registry_url = _redact_url(str(conf["url"])) if conf.get("url") else None
         if registry_client is None and conf.get("url"):
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            registry_client = SchemaRegistryClient.new_client(conf)
+            try:
+                registry_client = SchemaRegistryClient.new_client(conf)
+            except Exception as exc:  # ValueError/TypeError naming a bad setting, maybe the URL with userinfo
+                raise ValueError(f"invalid schema registry settings: {self._safe(exc)}") from self._cause(exc)
         self._registry = registry_client
         self._auto_register = auto_register
         self._by_fingerprint = {info.fingerprint: info for info in _catalogue().values()}
         self._class_by_fullname: dict[str, type[Record]] = {schema_info(cls).fullname: cls for cls in RECORD_TYPES}
         self._ids: dict[tuple[str, str], int] = {}
         self._writers_by_id: dict[int, _Writer] = {}
+
+    @classmethod
+    def from_config(cls, kafka_cfg: KafkaConfig, *, auto_register: bool = True) -> Serde:
+        """The serde of a role: ``kafka.schema_registry`` (URL, basic auth, TLS) or, without
+        one, single-object encoding."""
+        registry = kafka_cfg.schema_registry
+        if registry is None:
+            return cls(auto_register=auto_register)
+        return cls(registry_config=registry_settings(registry), auto_register=auto_register)
+
+    def __repr__(self) -> str:
+        where = "" if self._registry_url is None else f", registry={self._registry_url!r}"
+        if self._registry is not None and self._registry_url is None:
+            where = ", registry=<client>"
+        return f"Serde(wire_format={self.wire_format!r}{where})"
+
+    def _safe(self, exc: BaseException) -> str:
+        """``str(exc)`` with any registry secret replaced by ``***``."""
+        text = str(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain from, or ``None`` when its text holds a registry secret."""
+        return None if any(secret in str(exc) for secret in self._secrets) else exc
 
     @property
     def wire_format(self) -> str:
@@ -387,11 +503,17 @@ class Serde:
             else:
                 schema_id = self._registry.lookup_schema(subject, schema).schema_id
         except SchemaRegistryError as exc:
+            cause = self._cause(exc)
             if exc.http_status_code in (404, 409, 422):
-                raise EncodeError(f"schema registry refused {info.fullname} for subject {subject}: {exc}") from exc
-            raise RegistryError(f"schema registry failed for subject {subject}: {exc}") from exc
+                raise EncodeError(
+                    f"schema registry refused {info.fullname} for subject {subject}: {self._safe(exc)}"
+                ) from cause
+            if exc.http_status_code in (401, 403):
+                raise RegistryError(_auth_message(exc.http_status_code, f"registering subject {subject}")) from cause
+            raise RegistryError(f"schema registry failed for subject {subject}: {self._safe(exc)}") from cause
         except Exception as exc:
-            raise RegistryError(f"schema registry unreachable for subject {subject}: {exc}") from exc
+            cause = self._cause(exc)
+            raise RegistryError(f"schema registry unreachable for subject {subject}: {self._safe(exc)}") from cause
         if schema_id is None:
             raise RegistryError(f"schema registry returned no id for subject {subject}")
         self._ids[cache_key] = schema_id
@@ -483,11 +605,17 @@ class Serde:
         try:
             schema = self._registry.get_schema(schema_id)
         except SchemaRegistryError as exc:
+            cause = self._cause(exc)
             if exc.http_status_code == 404:
                 raise DecodeError(f"unknown schema id {schema_id}: not in the schema registry") from None
-            raise RegistryError(f"schema registry failed to fetch schema id {schema_id}: {exc}") from exc
+            if exc.http_status_code in (401, 403):
+                raise RegistryError(_auth_message(exc.http_status_code, f"fetching schema id {schema_id}")) from cause
+            raise RegistryError(f"schema registry failed to fetch schema id {schema_id}: {self._safe(exc)}") from cause
         except Exception as exc:
-            raise RegistryError(f"schema registry unreachable fetching schema id {schema_id}: {exc}") from exc
+            cause = self._cause(exc)
+            raise RegistryError(
+                f"schema registry unreachable fetching schema id {schema_id}: {self._safe(exc)}"
+            ) from cause
         if schema.schema_type not in (None, "AVRO"):
             raise DecodeError(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
         try:
@@ -531,6 +659,11 @@ class Serde:
             return record_type.from_avro(d)
         except Exception as exc:
             raise DecodeError(f"invalid {expected.fullname} content: {type(exc).__name__}: {exc}") from None
+
+
+def _auth_message(status: int, doing: str) -> str:
+    what = "rejected the credentials" if status == 401 else "denied access"
+    return f"schema registry {what} (HTTP {status}) {doing}: check kafka.schema_registry.basic_auth_user_info"
 
 
 def _conform(d: dict[str, Any], writer: _Writer, expected: SchemaInfo) -> dict[str, Any]:

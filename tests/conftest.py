@@ -84,7 +84,7 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, docker_available: boo
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The Salesforce emulator over HTTPS (one per session; reset state through its control API)."""
-    from sfsync.emulator.testing import start_emulator
+    from sfsync.devstack.emulator import start_emulator
 
     handle = start_emulator(tmp_path_factory.mktemp("emulator"))
     try:
@@ -144,9 +144,9 @@ class Pipeline:
         import yaml
 
         from sfsync.config import build_config
+        from sfsync.devstack.emulator import PASSWORD, USERNAME
         from sfsync.devstack.roles import RoleSet
         from sfsync.devstack.stack import DEV_KAFKA, demo_config
-        from sfsync.emulator.testing import PASSWORD, USERNAME
 
         self.emulator = emulator
         self.prefix = f"e{uuid.uuid4().hex[:8]}"
@@ -157,7 +157,7 @@ class Pipeline:
         raw["postgres"] = {"dsn": postgres_dsn, "schema": self.schema}
         raw["salesforce"] = {"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
                              "auth": {"flow": "password", "client_id": "sfsync-test", "username": USERNAME,
-                                      "password": PASSWORD}}
+                                      "password": PASSWORD}, "api_budget_retry_s": 2}
         raw["retry"] = {"tiers": [{"name": "r1", "delay_ms": 200}, {"name": "r2", "delay_ms": 1000}],
                         "max_attempts": 6}
         raw["sinks"] = {"postgres": {"batch_size": 500, "linger_ms": 20},
@@ -249,31 +249,12 @@ class Pipeline:
         with self.db() as conn:
             return {r[0] for r in conn.execute(f"select sfid from {table} where sfid is not null")}
 
-    def wait_inbound_ready(self) -> None:
-        """Create canary Accounts until one arrives locally (the producer may start at 'latest')."""
-        sf = self.sf()
-        made: list[str] = []
+    def wait_ready(self) -> None:
+        """Every started role answers /readyz: groups joined and assigned, targets reachable, CDC subscribed.
 
-        def arrived() -> bool:
-            made.append(sf.Account.create({"Name": f"canary-{len(made)}"})["id"])
-            return bool(set(made) & self.local_ids("accounts"))
-
-        self.wait_until(arrived, 90, "the inbound pipeline to deliver a canary", interval=1.0)
-
-    def wait_outbound_ready(self) -> None:
-        """Insert canary accounts until one reaches Salesforce (consumer groups need a moment to form)."""
-        made: list[str] = []
-        sf = self.sf()
-
-        def arrived() -> bool:
-            with self.db() as conn:
-                made.append(str(conn.execute("insert into accounts (name) values ('canary') returning id"
-                                             ).fetchone()[0]))
-            keys = ", ".join(f"'{k}'" for k in made)
-            found = sf.query(f"select Id from Account where Local_Id__c in ({keys})")
-            return bool(found["records"])
-
-        self.wait_until(arrived, 90, "the outbound pipeline to deliver a canary", interval=1.0)
+        No canary record: a test's first change meets consumers that own their partitions already.
+        """
+        self.roles.wait_ready()
 
     def stop(self) -> None:
         self.roles.stop_all()

@@ -24,3 +24,13 @@ def test_compose_and_kubernetes_run_every_role() -> None:
 
 def test_kubernetes_config_is_valid() -> None:
     assert load_config(DEPLOY / "k8s" / "sfsync.yaml").objects
+
+
+def test_every_kubernetes_role_is_probed_on_its_health_port() -> None:
+    cfg = load_config(DEPLOY / "k8s" / "sfsync.yaml")
+    assert cfg.health.host == "0.0.0.0" and cfg.health.port is not None
+    for doc in yaml.safe_load_all((DEPLOY / "k8s" / "roles.yaml").read_text()):
+        container = doc["spec"]["template"]["spec"]["containers"][0]
+        assert container["ports"] == [{"name": "health", "containerPort": cfg.health.port}], container["name"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}

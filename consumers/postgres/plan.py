@@ -14,7 +14,7 @@ rounds of :class:`Op`:
   round every key appears at most once, so ops may be grouped freely;
 - a command that cannot be applied at all (unknown object, unmapped column,
   no record key, delete without Salesforce id) gets a permanent
-  :class:`~consumers.failures.Failure` and no op.
+  :class:`~sfsync.failures.Failure` and no op.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from consumers.failures import Failure, FailureKind
 from sfsync.config import DeletePolicy, SfsyncConfig
+from sfsync.failures import Failure, FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, FieldPyValue
 
 

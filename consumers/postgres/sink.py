@@ -47,7 +47,6 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from consumers.base import SinkUnavailable
-from consumers.failures import Failure, FailureKind
 from consumers.postgres import statements
 from consumers.postgres.plan import (
     BatchPlan,
@@ -63,7 +62,8 @@ from consumers.postgres.plan import (
 from sfsync.config import SfsyncConfig
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
 from sfsync.database.connect import connect
-from sfsync.records import ApplyCommand
+from sfsync.failures import Failure, FailureKind
+from sfsync.records import ApplyCommand, Direction
 
 log = logging.getLogger("sfsync.sink.postgres")
 
@@ -123,6 +123,7 @@ class PostgresSink:
     """Writes apply commands to the mapped tables; see the module docstring for the contract."""
 
     name = "postgres"
+    direction = Direction.INBOUND
 
     def __init__(self, cfg: SfsyncConfig, *, retry_after: float = 2.0, connect_timeout: int = 5) -> None:
         self.cfg = cfg
@@ -156,6 +157,15 @@ class PostgresSink:
         """
         items = list(pairs)
         return self._execute(link_ops(items, self.plans), len(items))
+
+    def probe(self) -> None:
+        """Connect (or reuse the connection) and run ``SELECT 1``; raises :class:`SinkUnavailable` if that fails."""
+        try:
+            self._connection().execute("SELECT 1")
+        except psycopg.Error as e:
+            self.close()
+            raise SinkUnavailable(f"PostgreSQL does not answer: {type(e).__name__}", retry_after=self.retry_after) \
+                from None
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

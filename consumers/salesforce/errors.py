@@ -7,7 +7,7 @@ transport trouble) and permanent otherwise. Decisions are never made by matching
 
 from __future__ import annotations
 
-from consumers.failures import FailureKind
+from sfsync.failures import FailureKind
 
 #: Codes worth retrying: the same request may succeed later.
 TRANSIENT_CODES: frozenset[str] = frozenset({

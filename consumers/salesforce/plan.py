@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from consumers.failures import Failure, FailureKind
 from consumers.salesforce.errors import classify
+from sfsync.failures import Failure, FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, FieldPyValue
 from sfsync.salesforce.values import to_json_value
 

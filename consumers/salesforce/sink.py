@@ -18,7 +18,8 @@ Contract (on top of :mod:`consumers.base`):
   (re-)authentication raises :class:`CredentialsRefused` (a ``SinkUnavailable`` with ``alert=True``).
 - API budget: before every call the last ``Sforce-Limit-Info`` reading and ``salesforce.api_budget_share``
   decide (:mod:`sfsync.salesforce.budget`) to go, sleep, or raise :class:`BudgetExhausted`
-  (``SinkUnavailable`` with ``retry_after``) — before the share is used, never after.
+  (``SinkUnavailable`` with ``retry_after``) — before the share is used, never after. While stopped,
+  one ``GET limits`` per ``salesforce.api_budget_retry_s`` reads the budget again (a new day).
 - Every request carries ``Sforce-Call-Options: client=<salesforce.call_options_client>``.
 """
 
@@ -35,7 +36,6 @@ import requests
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 
 from consumers.base import SinkUnavailable
-from consumers.failures import Failure, FailureKind
 from consumers.salesforce.plan import (
     Call,
     Entry,
@@ -46,10 +46,12 @@ from consumers.salesforce.plan import (
     upsert_body,
 )
 from sfsync.config import SfsyncConfig
-from sfsync.records import AlertKind, ApplyCommand
+from sfsync.failures import Failure, FailureKind
+from sfsync.records import AlertKind, ApplyCommand, Direction
 from sfsync.salesforce.auth import AuthenticationFailed
-from sfsync.salesforce.budget import Pace, decide
+from sfsync.salesforce.budget import BudgetDecision, Pace, decide
 from sfsync.salesforce.rest import SalesforceClient
+from sfsync.salesforce.soql import soql_string
 
 log = logging.getLogger("sfsync.consumers.salesforce")
 
@@ -80,14 +82,11 @@ class _CallFailed(Exception):
         self.failure = failure
 
 
-def _soql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class SalesforceSink:
     """Writes batches of apply commands to Salesforce (see module contract). Not thread-safe."""
 
     name = "salesforce"
+    direction = Direction.OUTBOUND
 
     def __init__(
         self,
@@ -95,16 +94,20 @@ class SalesforceSink:
         client: SalesforceClient | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         budget_slow_from: float = 0.8,
         budget_max_delay_s: float = 2.0,
-        budget_retry_after_s: float = 60.0,
+        budget_retry_after_s: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client or SalesforceClient(cfg.salesforce)
         self._sleep = sleep
+        self._clock = clock
+        self._stopped_since: float | None = None
         self._slow_from = budget_slow_from
         self._max_delay = budget_max_delay_s
-        self._retry_after = budget_retry_after_s
+        self._retry_after = (budget_retry_after_s if budget_retry_after_s is not None
+                             else float(cfg.salesforce.api_budget_retry_s))
         self._created: list[tuple[str, str, str]] = []
         self._created_lock = threading.Lock()
         self._ids: dict[tuple[str, str], str] = {}  # (object, local key) -> sfid
@@ -144,6 +147,15 @@ class SalesforceSink:
         with self._created_lock:
             out, self._created = self._created, []
         return out
+
+    def probe(self) -> None:
+        """Authenticate (an OAuth token request, not a data API call); refused credentials or no answer raise."""
+        try:
+            _ = self.client.sf
+        except AuthenticationFailed as e:
+            raise CredentialsRefused(f"Salesforce refused sfsync's credentials: {e.error}: {e.description}") from None
+        except requests.RequestException as e:
+            raise SinkUnavailable(f"Salesforce unreachable: {type(e).__name__}", retry_after=2.0) from None
 
     def close(self) -> None:
         self.client.close()
@@ -255,7 +267,7 @@ class SalesforceSink:
         for start in range(0, len(local_keys), IN_CHUNK):
             chunk = local_keys[start:start + IN_CHUNK]
             soql = (f"SELECT Id, IsDeleted, {ext} FROM {sobject} WHERE {ext} IN "
-                    f"({', '.join(_soql_string(k) for k in chunk)})")
+                    f"({', '.join(soql_string(k) for k in chunk)})")
             self._gate(1)
             rows: list[dict[str, Any]] = self._guard(
                 partial(self.client.query_records, soql, include_deleted=include_deleted))
@@ -295,10 +307,27 @@ class SalesforceSink:
             raise _CallFailed(Failure(FailureKind.TRANSIENT, "CONNECTION_ERROR",
                                       f"the Salesforce call failed: {type(e).__name__}")) from None
 
+    def _decide(self, calls: int) -> BudgetDecision:
+        return decide(self.client.usage(), self.cfg.salesforce.api_budget_share, calls,
+                      slow_from=self._slow_from, max_delay_s=self._max_delay, retry_after_s=self._retry_after)
+
     def _gate(self, calls: int, whole_batch: bool = False) -> None:
-        """Apply the API budget before ``calls`` more calls (sleep or raise :class:`BudgetExhausted`)."""
-        decision = decide(self.client.usage(), self.cfg.salesforce.api_budget_share, calls,
-                          slow_from=self._slow_from, max_delay_s=self._max_delay, retry_after_s=self._retry_after)
+        """Apply the API budget before ``calls`` more calls (sleep or raise :class:`BudgetExhausted`).
+
+        The reading comes from the last response. A stopped sink makes no calls, so once per retry
+        interval it spends one ``GET limits`` to read the budget again (a new day, a raised limit).
+        """
+        decision = self._decide(calls)
+        if decision.pace is Pace.STOP:
+            now = self._clock()
+            if self._stopped_since is None:
+                self._stopped_since = now
+            elif now - self._stopped_since >= self._retry_after:
+                self._stopped_since = now
+                self._guard(lambda: self.client.restful("limits"))
+                decision = self._decide(calls)
+        if decision.pace is not Pace.STOP:
+            self._stopped_since = None
         if decision.pace is Pace.STOP:
             raise BudgetExhausted(
                 f"sfsync's API budget is spent: {decision.used} of {decision.allowed} allowed daily calls used "

@@ -39,7 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from processors.mapping import CoercionError, coerce
+from sfsync.coercion import CoercionError, coerce
 from sfsync.config import ObjectMapping, SfsyncConfig
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source, record_key
 

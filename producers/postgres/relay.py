@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
-from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaException
@@ -42,12 +40,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
 from producers.postgres.convert import OutboxRow, TableIndex, event_key, row_from_db, row_to_event
+from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
 from sfsync.database.connect import connect
 from sfsync.database.schema import archive_table_name, notify_channel, relay_lock_name
+from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, DeliveryError, FlushTimeout, make_producer
 from sfsync.kafka.topics import TopicNames
 from sfsync.serde import Serde
+from sfsync.signals import stop_on_signals
 
 log = logging.getLogger("sfsync.relay")
 
@@ -96,14 +97,14 @@ class RelayStatus:
 class OutboxRelay:
     """The relay loop; :meth:`run` returns when ``stop`` is set (after finishing the batch in hand)."""
 
-    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings | None = None) -> None:
+    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings | None = None, health: Health | None = None) -> None:
         self.cfg = cfg
+        self.health = health or Health("postgres-producer", checks=("postgres", "broker"))
         self.settings = settings or RelaySettings.from_config(cfg)
         self.status = RelayStatus()
         self.topic = TopicNames(cfg.kafka.topic_prefix).changes_outbound
         self.index = TableIndex.from_config(cfg)
-        registry = cfg.kafka.schema_registry
-        self.serde = Serde(registry_url=registry.url if registry else None)
+        self.serde = Serde.from_config(cfg.kafka)
         self._producer: CheckedProducer | None = None
         self._last_prune = 0.0
         self._unmapped_seen: set[str] = set()
@@ -115,7 +116,7 @@ class OutboxRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set; survives database and broker outages (retrying with backoff)."""
-        backoff = self.settings.backoff_s
+        backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
         try:
             while not stop.is_set():
                 try:
@@ -128,13 +129,15 @@ class OutboxRelay:
                         self.status.takeovers += 1
                         log.info("relay active (backend %s)", conn.info.backend_pid)
                         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(notify_channel(self.cfg))))
-                        backoff = self.settings.backoff_s
+                        self.health.mark("postgres", True, "active: listening for outbox rows")
+                        self._check_broker()
+                        backoff.reset()
                         self._pump(conn, stop)
                 except psycopg.Error as e:
                     self._error(f"database: {type(e).__name__}: {e}".strip())
+                    self.health.mark("postgres", False, f"database: {type(e).__name__}")
                     self.status.state = "standby"
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, self.settings.max_backoff_s)
+                    stop.wait(backoff.next())
         finally:
             self.status.state = "stopped"
             if self._producer is not None:
@@ -151,6 +154,10 @@ class OutboxRelay:
             if not announced:
                 log.info("another relay holds the lock: standing by")
                 announced = True
+                # a hot standby is healthy and ready: it takes over the moment the active relay goes
+                self.health.mark("postgres", True, "standby: another relay holds the lock")
+                self._check_broker()
+            self.health.beat()
             self.status.state = "standby"
             stop.wait(self.settings.standby_check_s)
         return False
@@ -163,8 +170,17 @@ class OutboxRelay:
 
     # ----------------------------------------------------------------- the loop
 
+    def _check_broker(self) -> None:
+        try:
+            self._producer_().list_topics(self.topic, timeout=10)
+        except KafkaException as e:
+            self.health.mark("broker", False, f"metadata request failed: {e.args[0] if e.args else e}")
+            return
+        self.health.mark("broker", True, "reachable")
+
     def _pump(self, conn: psycopg.Connection, stop: threading.Event) -> None:
         while not stop.is_set():
+            self.health.beat()
             rows = self._fetch(conn)
             if rows:
                 if not self._send(rows, stop):
@@ -238,7 +254,7 @@ class OutboxRelay:
                             "object = table name (the processor maps or skips them)", row.table_name)
             event = row_to_event(row, self.index)
             messages.append((event_key(event), self.serde.encode(event, self.topic)))
-        backoff = self.settings.backoff_s
+        backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
         while True:
             producer = self._producer_()
             try:
@@ -249,20 +265,11 @@ class OutboxRelay:
             except (DeliveryError, FlushTimeout, KafkaException, BufferError) as e:
                 self._error(f"kafka: {type(e).__name__}: {e}")
                 self._drop_producer()
-            if stop.wait(backoff):
+            if stop.wait(backoff.next()):
                 return False
-            backoff = min(backoff * 2, self.settings.max_backoff_s)
 
 
-def run(cfg: SfsyncConfig, stop: threading.Event | None = None, settings: RelaySettings | None = None) -> None:
+def run(cfg: SfsyncConfig, stop: threading.Event | None = None, settings: RelaySettings | None = None,
+        health: Health | None = None) -> None:
     """Run the relay until ``stop`` is set (or, without one, until SIGTERM/SIGINT in the main thread)."""
-    if stop is None:
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-
-            def _signal(_signum: int, _frame: Any) -> None:
-                stop.set()
-
-            signal.signal(signal.SIGTERM, _signal)
-            signal.signal(signal.SIGINT, _signal)
-    OutboxRelay(cfg, settings).run(stop)
+    OutboxRelay(cfg, settings, health).run(stop if stop is not None else stop_on_signals())

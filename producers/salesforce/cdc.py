@@ -35,11 +35,12 @@ from typing import Any
 
 from aiosfstream_ng import Client, ReplayMarker
 from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
 from producers.salesforce.events import (
     GAP_OVERFLOW,
     GAP_RECORD_TYPES,
+    OFFSET_KEY_PREFIX,
     OPERATIONS,
     CdcEvent,
     OffsetRecord,
@@ -49,7 +50,6 @@ from producers.salesforce.events import (
     channel_for,
     chunks,
     is_invalid_replay,
-    latest_offsets,
     offset_key,
     parse_event,
     query_fields,
@@ -58,8 +58,11 @@ from producers.salesforce.events import (
     start_replay_id,
 )
 from sfsync import eventloop
+from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
-from sfsync.kafka.clients import CheckedProducer, make_consumer
+from sfsync.health import Health
+from sfsync.kafka.clients import CheckedProducer
+from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.settings import producer_settings
 from sfsync.kafka.topics import TopicNames
 from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent
@@ -85,44 +88,20 @@ def make_transactional_producer(cfg: SfsyncConfig) -> CheckedProducer:
     return CheckedProducer(Producer(producer_settings(cfg.kafka, ROLE, transactional_id(cfg))))
 
 
+def _offset_channel(raw_key: bytes) -> str | None:
+    """The channel of an offsets-topic key; ``None`` for a key that is not a CDC position."""
+    text = raw_key.decode(errors="replace")
+    return text[len(OFFSET_KEY_PREFIX):] if text.startswith(OFFSET_KEY_PREFIX) else None
+
+
 def read_offsets(cfg: SfsyncConfig, timeout: float = 30.0) -> dict[str, OffsetRecord]:
-    """The latest committed position per channel: reads the offsets topic to its end (read_committed)."""
-    topic = TopicNames(cfg.kafka.topic_prefix).offsets
-    consumer = make_consumer(cfg.kafka, f"{cfg.kafka.topic_prefix}-salesforce-producer-offsets", ROLE,
-                             **{"enable.partition.eof": True})
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            return {}
-        remaining: set[int] = set()
-        assignment = []
-        for p in info.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                remaining.add(p)
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not assignment:
-            return {}
-        consumer.assign(assignment)
-        pairs: list[tuple[bytes | str | None, bytes | None]] = []
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition() or 0)
-                    continue
-                raise KafkaException(err)
-            pairs.append((msg.key(), msg.value()))
-        if remaining:
-            raise TimeoutError(f"could not read {topic} to its end within {timeout} s")
-        return latest_offsets(pairs)
-    finally:
-        consumer.close()
+    """The latest committed position per channel: reads the offsets topic to its end (read_committed;
+    tombstones clear, foreign keys and unreadable values are ignored, no topic yet -> ``{}``)."""
+    return read_compacted(
+        cfg.kafka, TopicNames(cfg.kafka.topic_prefix).offsets,
+        key=_offset_channel, decode=OffsetRecord.decode, skip=ValueError, timeout=timeout, missing_ok=True,
+        role=ROLE, group_id=f"{cfg.kafka.topic_prefix}-salesforce-producer-offsets",
+    )
 
 
 @dataclass
@@ -147,10 +126,11 @@ class CdcProducer:
     """One running CDC producer (see module contract). Use :func:`run`."""
 
     def __init__(self, cfg: SfsyncConfig, stop: threading.Event, *, start: str | None = None,
-                 batch_events: int = BATCH_EVENTS, batch_ms: int = BATCH_MS) -> None:
+                 batch_events: int = BATCH_EVENTS, batch_ms: int = BATCH_MS, health: Health | None = None) -> None:
         if not cfg.objects:
             raise ValueError("no objects are mapped: nothing to subscribe to")
         self.cfg = cfg
+        self.health = health or Health("salesforce-producer", checks=("broker", "salesforce"))
         self.stop = stop
         self.start = start or cfg.salesforce.cdc_start.value
         if self.start not in ("latest", "all"):
@@ -158,7 +138,7 @@ class CdcProducer:
         self.batch_events = batch_events
         self.batch_ms = batch_ms
         self.topics = TopicNames(cfg.kafka.topic_prefix)
-        self.serde = Serde(cfg.kafka.schema_registry.url if cfg.kafka.schema_registry else None)
+        self.serde = Serde.from_config(cfg.kafka)
         self.rest = SalesforceClient(cfg.salesforce)
         self.channels = {channel_for(name): name for name in cfg.objects}
         self.types: dict[str, ObjectTypes] = {}
@@ -195,10 +175,12 @@ class CdcProducer:
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
         await asyncio.to_thread(self._open_kafka)
+        self.health.mark("broker", True, "transactions initialised; stored positions read")
         await asyncio.to_thread(self._describe)
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         try:
             while not self.stop.is_set():
+                self.health.beat()
                 self._reset_markers()
                 client = make_streaming_client(self.cfg.salesforce, self.markers)
                 try:
@@ -206,14 +188,16 @@ class CdcProducer:
                     for channel in self.channels:
                         await self._subscribe(client, channel)
                     await self._flush()
-                    backoff = 0.5
+                    self.health.mark("salesforce", True, f"subscribed to {len(self.channels)} channel(s)")
+                    backoff.reset()
                     await self._consume(client)
                 except AiosfstreamException as e:
+                    self.health.mark("salesforce", False, f"streaming client failed: {type(e).__name__}")
+                    wait = backoff.next()
                     log.warning("streaming client failed (%s: %s); reconnecting in %.1f s",
-                                type(e).__name__, e, backoff)
+                                type(e).__name__, e, wait)
                     await self._flush()
-                    await _sleep_unless(self.stop, backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    await _sleep_unless(self.stop, wait)
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(client.close(), 5)
@@ -257,6 +241,7 @@ class CdcProducer:
         task = asyncio.create_task(reader())
         try:
             while not self.stop.is_set():
+                self.health.beat()
                 timeout = 0.2
                 if self.batch.first_at is not None:
                     timeout = max(0.0, self.batch.first_at + self.batch_ms / 1000 - time.monotonic())
@@ -401,8 +386,9 @@ async def _sleep_unless(stop: threading.Event, seconds: float) -> None:
         await asyncio.sleep(min(0.1, deadline - time.monotonic()))
 
 
-def run(cfg: SfsyncConfig, stop: threading.Event | None = None, *, start: str | None = None) -> None:
+def run(cfg: SfsyncConfig, stop: threading.Event | None = None, *, start: str | None = None,
+        health: Health | None = None) -> None:
     """Run the CDC producer until ``stop`` is set (forever without one). Raises on Kafka failures
     (a restart resumes from the committed positions) and when no object is mapped."""
-    producer = CdcProducer(cfg, stop or threading.Event(), start=start)
+    producer = CdcProducer(cfg, stop or threading.Event(), start=start, health=health)
     eventloop.run(producer.run())

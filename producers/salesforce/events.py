@@ -29,6 +29,7 @@ from typing import Any
 
 from sfsync.config import ObjectMapping
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source
+from sfsync.salesforce.soql import soql_string
 from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, format_datetime, parse_datetime
 
 OPERATIONS: dict[str, Operation] = {
@@ -177,15 +178,11 @@ def query_fields(types: ObjectTypes, mapping: ObjectMapping | None) -> list[str]
     return out
 
 
-def _soql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def record_query(sobject: str, fields: Sequence[str], ids: Sequence[str]) -> str:
     """``SELECT fields FROM sobject WHERE Id IN (...)`` (run it with queryAll to see deleted rows)."""
     if not ids:
         raise ValueError("record_query needs at least one id")
-    id_list = ", ".join(_soql_string(i) for i in ids)
+    id_list = ", ".join(soql_string(i) for i in ids)
     return f"SELECT {', '.join(fields)} FROM {sobject} WHERE Id IN ({id_list})"
 
 

@@ -1,7 +1,10 @@
 """Run pipeline roles as separate processes — the way ``deploy/`` runs them — for the dev stack and tests.
 
-Each role is ``python -m sfsync run <role> --config FILE`` with its output in
-``log_dir/<role>.log``; each dies with its parent. Tests use :meth:`RoleSet.kill`
+Each role is ``python -m sfsync run <role> --config FILE --health-port P`` with
+its output in ``log_dir/<role>.log``; each dies with its parent and serves its
+``/healthz`` and ``/readyz`` on a port picked at start (:attr:`RoleSet.health`).
+:meth:`RoleSet.wait_ready` returns once every role answers ``/readyz`` (groups
+joined, partitions assigned, targets reachable). Tests use :meth:`RoleSet.kill`
 (SIGKILL mid-work) and :meth:`RoleSet.start` again to prove nothing is lost.
 """
 
@@ -13,10 +16,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sfsync.devstack.process import spawn, stop_process
+import requests
+
+from sfsync.devstack.process import free_port, spawn, stop_process
 
 log = logging.getLogger("sfsync.dev")
+
+
+class RoleNotReady(Exception):
+    """A role did not answer ``/readyz`` in time, or exited first."""
 
 
 class RoleSet:
@@ -27,6 +37,8 @@ class RoleSet:
         self.log_dir = log_dir
         self.env = env or {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: role name -> base URL of its health server
+        self.health: dict[str, str] = {}
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name.replace('#', '-')}.log"
@@ -35,10 +47,41 @@ class RoleSet:
         """Start (or restart) one role process. ``name`` is the role, or ``role#N`` for another replica."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         role = name.split("#", 1)[0]
-        proc = spawn([sys.executable, "-m", "sfsync", "run", role, "--config", str(self.config_path)],
-                     self.log_path(name), env=self.env)
+        port = free_port()
+        proc = spawn([sys.executable, "-m", "sfsync", "run", role, "--config", str(self.config_path),
+                      "--health-port", str(port)], self.log_path(name), env=self.env)
         self.procs[name] = proc
+        self.health[name] = f"http://127.0.0.1:{port}"
         return proc
+
+    def readiness(self, name: str) -> dict[str, Any] | None:
+        """The role's ``/readyz`` report when it answers 200, else ``None``."""
+        try:
+            answer = requests.get(self.health[name] + "/readyz", timeout=2)
+        except requests.RequestException:
+            return None
+        return answer.json() if answer.status_code == 200 else None
+
+    def wait_ready(self, timeout: float = 120.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Wait until every role (or ``names``) answers ``/readyz``; their reports. Raises naming the laggards
+        (and a role that exited, with its log) when ``timeout`` passes first."""
+        pending = list(names or self.procs)
+        reports: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name in list(pending):
+                if self.procs[name].poll() is not None:
+                    raise RoleNotReady(f"role {name} exited with {self.procs[name].returncode} before it was "
+                                       f"ready; log: {self.log_path(name)}")
+                report = self.readiness(name)
+                if report is not None:
+                    reports[name] = report
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                raise RoleNotReady(f"not ready after {timeout:.0f} s: {', '.join(pending)} (logs in {self.log_dir})")
+            if pending:
+                time.sleep(0.1)
+        return reports
 
     def kill(self, role: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[role]

@@ -1,7 +1,8 @@
 """``sfsync dev``: the whole pipeline on one machine, with embedded services.
 
-Contract: :meth:`DevStack.start` returns once every service answers, after
-writing ``state_dir/endpoints.json`` (where everything runs) and
+Contract: :meth:`DevStack.start` returns once every service answers and every
+role answers ``/readyz`` (its consumer group joined with partitions assigned,
+its target reachable), after writing ``state_dir/endpoints.json`` (where everything runs) and
 ``state_dir/sfsync.yaml`` (the effective config, usable with ``--config`` by
 every other command). :meth:`DevStack.stop` stops every child; children also
 die with this process (parent-death signal), so nothing is left behind on
@@ -75,7 +76,7 @@ def effective_config(base: dict[str, Any], endpoints: Endpoints) -> dict[str, An
         salesforce = data.setdefault("salesforce", {})
         salesforce.update({"login_url": sf["url"], "ca_bundle": sf["ca"], "instance_url": None})
         # Every retained event of the emulator is new to this stack: replay them all on first start, so a
-        # change made before the CDC subscriber is up (the stack reports ready as roles start) is synced.
+        # change made while the stack starts (before the CDC subscriber is up) is synced too.
         salesforce.setdefault("cdc_start", "all")
         salesforce["auth"] = {"flow": "password", "client_id": "sfsync-dev", "username": sf["username"],
                               "password": sf["password"]}
@@ -89,7 +90,7 @@ class DevStack:
     """
 
     def __init__(self, state_dir: Path, base_config: dict[str, Any] | None = None, roles: bool = True,
-                 replicas: dict[str, int] | None = None) -> None:
+                 replicas: dict[str, int] | None = None, ready_timeout_s: float = 120.0) -> None:
         # Absolute, so the written config (CA path, ...) works from any working directory.
         self.state_dir = state_dir.resolve()
         self.demo = not (base_config or {}).get("objects")
@@ -105,13 +106,15 @@ class DevStack:
         self.topic_reports: list[TopicReport] = []
         self.endpoints: Endpoints | None = None
         self.roles = RoleSet(self.config_path, self.state_dir / "logs")
+        self.ready_timeout_s = ready_timeout_s
+        self.readiness: dict[str, dict[str, Any]] = {}
 
     @property
     def config_path(self) -> Path:
         return self.state_dir / "sfsync.yaml"
 
     def start(self) -> Endpoints:
-        from sfsync.emulator.testing import PASSWORD, USERNAME, start_emulator
+        from sfsync.devstack.emulator import PASSWORD, USERNAME, start_emulator
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -134,7 +137,10 @@ class DevStack:
                 for role in START_ORDER:
                     for n in range(self.replicas.get(role, 1)):
                         self.roles.start(role if n == 0 else f"{role}#{n + 1}")
+                # "ready" means ready: every group joined and assigned, every target reachable (/readyz)
+                self.readiness = self.roles.wait_ready(self.ready_timeout_s)
                 endpoints.extra["roles"] = {name: proc.pid for name, proc in self.roles.procs.items()}
+                endpoints.extra["health"] = dict(self.roles.health)
             self._write(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
         except BaseException:
             self.stop()

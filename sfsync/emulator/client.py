@@ -91,6 +91,13 @@ class EmulatorControl:
         """Expire one session (or all); returns how many were live."""
         return int(self._call("POST", "/sessions/expire", json={"token": token})["expired"])
 
+    def age_sessions(self, seconds: float, token: str | None = None) -> dict[str, int]:
+        """Make one session (or all) ``seconds`` older, as if that much time had passed for it: a session ends
+        once its age reaches ``session_lifetime_seconds`` (as configured when it was issued). Returns
+        ``{"aged": n, "expired": m}``: sessions aged, and how many of those this ended."""
+        body = self._call("POST", "/sessions/age", json={"seconds": seconds, "token": token})
+        return {"aged": int(body["aged"]), "expired": int(body["expired"])}
+
     def refresh_token(self) -> str:
         """Mint a refresh token usable with the ``refresh_token`` grant."""
         return str(self._call("POST", "/refresh-token")["refresh_token"])

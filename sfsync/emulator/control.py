@@ -1,5 +1,5 @@
-"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, sessions, CDC
-gaps, seeding, undelete, stats. They need no Salesforce session and are never counted as API calls.
+"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, sessions (expire,
+age), CDC gaps, seeding, undelete, stats. They need no Salesforce session and are never counted as API calls.
 
 Bodies are JSON with snake_case keys, validated by the pydantic models below; a bad body answers 422
 ``{"error": "...", "details": [...]}``. See docs/emulator.md for examples.
@@ -7,6 +7,7 @@ Bodies are JSON with snake_case keys, validated by the pydantic models below; a 
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -58,6 +59,13 @@ class ValidationRuleSpec(_Model):
 class ExpireSpec(_Model):
     """Expire one session (``token``) or all of them."""
 
+    token: str | None = None
+
+
+class AgeSpec(_Model):
+    """Make one session (``token``) or all of them ``seconds`` older."""
+
+    seconds: float = Field(gt=0)
     token: str | None = None
 
 
@@ -218,6 +226,24 @@ async def expire_sessions(request: Request) -> Response:
     return _ok({"expired": emulator(request).auth.expire(spec.token)})
 
 
+async def age_sessions(request: Request) -> Response:
+    """POST /__emulator/sessions/age {"seconds", "token"?}: make sessions ``seconds`` older, as if that much time
+    had passed for them (a session ends once its age reaches the lifetime it was issued with). Answers
+    ``{"aged": n, "expired": m}``: how many sessions were aged, and how many of those this ended."""
+    spec = await _body(request, AgeSpec)
+    now = time.time()
+    aged = expired = 0
+    for session in emulator(request).auth.sessions.values():
+        if spec.token is None or session.token == spec.token:
+            was_valid = session.valid(now)
+            session.issued_at -= spec.seconds
+            session.expires_at -= spec.seconds
+            aged += 1
+            if was_valid and not session.valid(now):
+                expired += 1
+    return _ok({"aged": aged, "expired": expired})
+
+
 async def refresh_token(request: Request) -> Response:
     """POST /__emulator/refresh-token: mint a refresh token for the refresh_token grant."""
     return _ok({"refresh_token": emulator(request).auth.new_refresh_token()})
@@ -312,6 +338,7 @@ def routes(prefix: str = "/__emulator") -> list[Route]:
         Route(f"{prefix}/validation-rules", validation_rules, methods=["GET", "POST", "DELETE"]),
         Route(f"{prefix}/validation-rules/{{rule_id:int}}", validation_rule, methods=["DELETE"]),
         Route(f"{prefix}/sessions/expire", expire_sessions, methods=["POST"]),
+        Route(f"{prefix}/sessions/age", age_sessions, methods=["POST"]),
         Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),
         Route(f"{prefix}/events", events, methods=["GET"]),
         Route(f"{prefix}/events/gap", gap, methods=["POST"]),

@@ -3,6 +3,9 @@
 ``make_certificates(state_dir)`` writes ``ca.pem`` (give it to clients as their trust store),
 ``server.pem`` (certificate chain) and ``server-key.pem`` into ``state_dir`` and returns their paths.
 A new CA is made at every start.
+
+trustme comes with the ``emulator`` extra, not with sfsync's core dependencies: without it, importing this
+module raises :class:`MissingEmulatorExtra` (a ``ModuleNotFoundError``) that says what to install.
 """
 
 from __future__ import annotations
@@ -10,7 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
+EXTRA_HINT = "the emulator needs the 'emulator' extra: pip install 'sfsync[emulator]'"
+
+
+class MissingEmulatorExtra(ModuleNotFoundError):
+    """trustme (from the ``emulator`` extra) is not installed."""
+
+
+try:
+    import trustme
+except ModuleNotFoundError as exc:
+    if exc.name != "trustme":  # trustme is there but broken: let its own error through
+        raise
+    raise MissingEmulatorExtra(f"{EXTRA_HINT} (trustme is not installed)", name="trustme") from exc
 
 HOSTNAMES = ("127.0.0.1", "localhost", "::1")
 

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from sfsync.config import SfsyncConfig
 from sfsync.kafka.settings import admin_settings
+from sfsync.records import Direction
 
 SINKS = ("postgres", "salesforce")
 
@@ -33,7 +34,7 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
-    """Resolved topic names for one prefix; roles take names from here, never from literals."""
+    """Resolved topic and consumer-group names for one prefix; roles take names from here, never from literals."""
 
     prefix: str
 
@@ -55,6 +56,22 @@ class TopicNames:
     @property
     def apply_salesforce(self) -> str:
         return self._n("apply.salesforce")
+
+    @property
+    def processor_group(self) -> str:
+        """The processor's consumer group (also its faust app id)."""
+        return f"{self.prefix}-processor"
+
+    def sink_group(self, sink: str) -> str:
+        return f"{self.prefix}-{sink}-sink"
+
+    def changes(self, direction: Direction) -> str:
+        """The change topic of one direction (inbound: from Salesforce; outbound: from PostgreSQL)."""
+        return self.changes_inbound if direction is Direction.INBOUND else self.changes_outbound
+
+    def apply(self, direction: Direction) -> str:
+        """The apply topic of one direction (inbound: the PostgreSQL sink's; outbound: the Salesforce sink's)."""
+        return self.apply_local if direction is Direction.INBOUND else self.apply_salesforce
 
     def retry(self, sink: str, tier: str) -> str:
         return self._n(f"retry.{sink}.{tier}")

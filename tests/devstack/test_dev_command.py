@@ -1,4 +1,8 @@
-"""``sfsync dev``: ready quickly, endpoints usable, and no process left behind however it stops."""
+"""``sfsync dev``: "ready" means ready, endpoints usable, and no process left behind however it stops.
+
+How fast it gets ready, and how fast the first change after "ready" arrives, is measured in
+``bench/ready.py``; here only what "ready" promises is checked.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from simple_salesforce import Salesforce
 from sfsync.roles import ROLES
 
 SFSYNC = str(Path(sys.executable).parent / "sfsync")
-READY_LIMIT_S = 20.0
+#: how long to wait for "ready" at all (not a speed check: a loaded machine may be slow)
+READY_WAIT_S = 240.0
+CONSUMER_ROLES = ("processor", "postgres-sink", "salesforce-sink")
 
 
 def start_dev(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str], float]:
@@ -31,7 +37,7 @@ def start_dev(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str],
     while not endpoints.exists():
         if proc.poll() is not None:
             raise AssertionError(f"sfsync dev exited {proc.returncode}: {proc.stdout.read().decode()}")  # type: ignore[union-attr]
-        if time.monotonic() - started > 60:
+        if time.monotonic() - started > READY_WAIT_S:
             proc.kill()
             raise AssertionError("sfsync dev never wrote endpoints.json")
         time.sleep(0.05)
@@ -60,6 +66,20 @@ def assert_pipeline_runs(endpoints: dict[str, Any]) -> None:
     assert inbound, "a Salesforce create did not reach PostgreSQL"
 
 
+def assert_ready_waited_for_the_groups(endpoints: dict[str, Any]) -> None:
+    """When endpoints.json appears, every role already answers /readyz, and every consumer role owns
+    partitions of its group (nothing is left to a first rebalance after "ready")."""
+    for role, url in endpoints["health"].items():
+        answer = requests.get(url + "/readyz", timeout=10)
+        assert answer.status_code == 200, (role, answer.text)
+        report = answer.json()
+        assert report["ready"] and all(c["ok"] for c in report["checks"].values()), report
+        if role in CONSUMER_ROLES:
+            detail = report["checks"]["group"]["detail"]
+            assert detail.startswith("joined; ") and not detail.startswith("joined; 0 "), (role, detail)
+        assert requests.get(url + "/healthz", timeout=10).status_code == 200
+
+
 def descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
@@ -70,12 +90,12 @@ def assert_all_gone(procs: list[psutil.Process], timeout: float = 15.0) -> None:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_dev_ready_fast_usable_and_stops_clean(tmp_path: Path, stop_signal: int) -> None:
-    proc, endpoints, elapsed = start_dev(tmp_path / "state")
+def test_dev_ready_usable_and_stops_clean(tmp_path: Path, stop_signal: int) -> None:
+    proc, endpoints, _ = start_dev(tmp_path / "state")
     try:
-        assert elapsed < READY_LIMIT_S, f"dev stack took {elapsed:.1f} s"
-        assert {"kafka", "postgres", "salesforce", "roles"} <= set(endpoints)
-        assert set(endpoints["roles"]) == set(ROLES)
+        assert {"kafka", "postgres", "salesforce", "roles", "health"} <= set(endpoints)
+        assert set(endpoints["roles"]) == set(ROLES) == set(endpoints["health"])
+        assert_ready_waited_for_the_groups(endpoints)
         with psycopg.connect(endpoints["postgres"]) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
         topics = AdminClient({"bootstrap.servers": endpoints["kafka"]}).list_topics(timeout=10).topics

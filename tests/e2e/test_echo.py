@@ -18,8 +18,7 @@ TRICKLE_S = 5.0
 def both(pipeline_factory: Any) -> Any:
     p = pipeline_factory()
     p.start(ALL_ROLES)
-    p.wait_outbound_ready()
-    p.wait_inbound_ready()
+    p.wait_ready()
     return p
 
 

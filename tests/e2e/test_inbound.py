@@ -56,7 +56,7 @@ def inbound(pipeline_factory: Any) -> Any:
         {"column": "account_number", "field": "AccountNumber", "type": "integer"})
     p.rewrite_config()
     p.start(INBOUND_ROLES)
-    p.wait_inbound_ready()
+    p.wait_ready()
     return p
 
 
@@ -140,7 +140,7 @@ def test_kill_9_mid_stream_loses_nothing(inbound: Any, victim: str) -> None:
 
 
 def test_poison_records_go_to_the_dlq_and_the_rest_arrive(inbound: Any) -> None:
-    from consumers.failures import parse_failure_headers
+    from sfsync.failures import parse_failure_headers
 
     with inbound.db() as conn:
         conn.execute("alter table accounts alter column website set default null")

@@ -13,7 +13,7 @@ import pytest
 import requests
 from simple_salesforce import Salesforce
 
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
 
 
 @pytest.fixture

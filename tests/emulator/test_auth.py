@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 
+import httpx
 import jwt
 import pytest
 import trustme
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession
 
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
 
 from .conftest import Raw
 
@@ -27,14 +28,16 @@ def _post_token(org: EmulatorHandle, data: dict[str, str], headers: dict[str, st
 
 
 def test_password_grant_returns_salesforce_token_shape(org: EmulatorHandle) -> None:
+    before_ms = int(time.time() * 1000)
     body = org.token_response()
+    after_ms = int(time.time() * 1000)
     assert set(body) == {"access_token", "instance_url", "id", "token_type", "issued_at", "signature"}
     assert body["token_type"] == "Bearer"
     assert body["instance_url"] == org.url
     org_id, bang, _ = body["access_token"].partition("!")
     assert org_id.startswith("00D") and len(org_id) == 15 and bang == "!"
     assert body["id"].startswith("https://login.salesforce.com/id/00D")
-    assert body["issued_at"].isdigit() and abs(int(body["issued_at"]) / 1000 - time.time()) < 60
+    assert body["issued_at"].isdigit() and before_ms <= int(body["issued_at"]) <= after_ms  # same machine clock
     base64.b64decode(body["signature"])
 
 
@@ -90,7 +93,7 @@ def test_jwt_bearer_checks_signature_against_configured_certificate(org: Emulato
     def assertion(key_pem: bytes, **claims: object) -> str:
         key = serialization.load_pem_private_key(key_pem, password=None)
         payload = {"iss": "app", "sub": org.username, "aud": "https://login.salesforce.com",
-                   "exp": int(time.time()) + 180, **claims}
+                   "exp": int(time.time()) + 3600, **claims}
         return jwt.encode(payload, key, algorithm="RS256")  # type: ignore[arg-type]
 
     grant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -117,13 +120,34 @@ def test_expired_session_gets_invalid_session_id(org: EmulatorHandle, raw: Raw) 
 
 
 def test_session_lifetime_is_configurable(org: EmulatorHandle) -> None:
-    org.control.config(session_lifetime_seconds=0.3)
+    """Sessions age through the control API, not the clock: half the configured hour leaves the session live,
+    one more half (plus a second) ends it; a session issued under the default two hours outlives that age."""
+    org.control.config(session_lifetime_seconds=3600)
     sf = org.salesforce()
     assert sf.limits()["DailyApiRequests"]["Max"] == 1_000_000
-    time.sleep(0.4)
+    assert org.control.age_sessions(1800, token=sf.session_id) == {"aged": 1, "expired": 0}
+    assert sf.limits()["DailyApiRequests"]["Max"] == 1_000_000
+    assert org.control.age_sessions(1801, token=sf.session_id) == {"aged": 1, "expired": 1}
     with pytest.raises(SalesforceExpiredSession) as info:
         sf.limits()
     assert info.value.content == [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+    org.control.config(session_lifetime_seconds=7200)
+    longer = org.salesforce()
+    assert org.control.age_sessions(3601, token=longer.session_id) == {"aged": 1, "expired": 0}
+    assert longer.limits()["DailyApiRequests"]["Max"] == 1_000_000
+
+
+def test_age_sessions_control(org: EmulatorHandle) -> None:
+    first = org.access_token()
+    org.access_token()
+    assert org.control.age_sessions(10) == {"aged": 2, "expired": 0}
+    assert org.control.age_sessions(7200, token=first) == {"aged": 1, "expired": 1}
+    assert org.control.expire_sessions() == 1  # only the second was still live
+    assert org.control.age_sessions(1, token="00Dnope!x") == {"aged": 0, "expired": 0}
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        org.control.age_sessions(0)
+    assert info.value.response.status_code == 422
+    assert info.value.response.json()["details"][0]["loc"] == ["seconds"]
 
 
 def test_missing_token_is_rejected(org: EmulatorHandle) -> None:

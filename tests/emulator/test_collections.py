@@ -6,7 +6,7 @@ import pytest
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
 
 ROLLED_BACK = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
                "message": "Record rolled back because not all records were valid and the request was using "

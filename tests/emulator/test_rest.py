@@ -12,8 +12,8 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
+from sfsync.devstack.emulator import EmulatorHandle
 from sfsync.emulator.ids import normalize
-from sfsync.emulator.testing import EmulatorHandle
 
 from .conftest import Raw
 
@@ -198,7 +198,7 @@ def test_get_updated_and_deleted(sf: Salesforce) -> None:
     kept = sf.Account.create({"Name": "Kept"})["id"]
     gone = sf.Account.create({"Name": "Gone"})["id"]
     sf.Account.delete(gone)
-    start = datetime.now(UTC) - timedelta(minutes=5)
+    start = datetime.now(UTC) - timedelta(hours=1)  # the records above are seconds old, however slow the run
     end = datetime.now(UTC) + timedelta(minutes=2)
     updated = sf.Account.updated(start, end)
     assert kept in updated["ids"] and gone not in updated["ids"]

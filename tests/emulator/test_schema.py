@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from simple_salesforce.exceptions import SalesforceMoreThanOneRecord
 
+from sfsync.devstack.emulator import EmulatorHandle, start_emulator
 from sfsync.emulator.ids import make_id, normalize, to18
-from sfsync.emulator.testing import EmulatorHandle, start_emulator
 
 SCHEMA = """
 objects:

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.mapping import (
-    CoercionError,
     Failed,
     Mapped,
     Skipped,
-    coerce,
     is_own_origin,
     map_inbound,
     map_outbound,
     suppress_unchanged,
 )
-from sfsync.config import FieldType, build_config
+from sfsync.config import build_config
 from sfsync.records import ApplyOperation, ApplyTarget, ChangeEvent
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -124,26 +120,6 @@ def test_suppress_unchanged() -> None:
     assert isinstance(partly, Mapped)
     sent3, synced3 = suppress_unchanged(partly.command, synced)
     assert sent3 is not None and sent3.values == {"email": "b@x"} and synced3["email"] == "b@x"
-
-
-@pytest.mark.parametrize(("value", "kind", "expected"), [
-    ("12", FieldType.INTEGER, 12), (12.0, FieldType.INTEGER, 12), ("1.50", FieldType.DECIMAL, Decimal("1.50")),
-    ("true", FieldType.BOOLEAN, True), (0, FieldType.BOOLEAN, False), ("2024-02-29", FieldType.DATE, date(2024, 2, 29)),
-    ("2024-02-29T10:00:00.000Z", FieldType.DATETIME, datetime(2024, 2, 29, 10, tzinfo=UTC)),
-    (1700000000000, FieldType.DATETIME, datetime.fromtimestamp(1700000000, UTC)), (5, FieldType.STRING, "5"),
-    (None, FieldType.INTEGER, None),
-])
-def test_coerce(value: Any, kind: FieldType, expected: Any) -> None:
-    assert coerce(value, kind, "f") == expected
-
-
-@pytest.mark.parametrize(("value", "kind"), [
-    ("x", FieldType.INTEGER), (1.5, FieldType.INTEGER), ("maybe", FieldType.BOOLEAN), ("NaN", FieldType.DECIMAL),
-    ("2024-13-01", FieldType.DATE), (b"\x00", FieldType.STRING), (True, FieldType.DECIMAL),
-])
-def test_coerce_rejects(value: Any, kind: FieldType) -> None:
-    with pytest.raises(CoercionError, match=f"f: cannot coerce a {type(value).__name__} value to {kind.value}"):
-        coerce(value, kind, "f")
 
 
 @given(st.text())

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 
 from consumers.base import SinkUnavailable
-from consumers.failures import FailureKind
 from consumers.postgres.plan import OpKind, object_plans, plan_batch
 from consumers.postgres.sink import ErrorScope, PostgresSink, error_scope, failure_message
 from sfsync.config import SfsyncConfig
 from sfsync.database import init_schema
 from sfsync.database.testing import DEMO_OBJECTS, make_config
 from sfsync.devstack.process import free_port
+from sfsync.failures import FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source, new_id
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

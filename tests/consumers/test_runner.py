@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consumers.failures import Failure, FailureKind, Origin, failure_headers, parse_failure_headers
 from consumers.runner import NewestWritten, route_failure
 from sfsync.config import build_config
+from sfsync.failures import Failure, FailureKind, Origin, failure_headers, parse_failure_headers
 
 CFG = build_config({"retry": {"tiers": [{"name": "a", "delay_ms": 10}, {"name": "b", "delay_ms": 20}],
                               "max_attempts": 4}})

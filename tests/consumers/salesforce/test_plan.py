@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.failures import FailureKind
 from consumers.salesforce.errors import PERMANENT_CODES, TRANSIENT_CODES, classify
 from consumers.salesforce.plan import Call, Entry, UnresolvedReference, plan, record_outcome, upsert_body
+from sfsync.failures import FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source
 
 

@@ -20,7 +20,7 @@ from processors.mapping import is_own_origin
 from producers.salesforce import cdc
 from producers.salesforce.events import OffsetRecord, channel_for, offset_key
 from sfsync.config import SfsyncConfig, build_config
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
 from sfsync.kafka.clients import make_consumer
 from sfsync.kafka.topics import TopicNames, apply_topics
 from sfsync.records import Alert, AlertKind, ChangeEvent, Operation, Source, record_key

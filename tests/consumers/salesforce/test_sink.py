@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from consumers.base import SinkUnavailable
-from consumers.failures import FailureKind
 from consumers.salesforce import BudgetExhausted, CredentialsRefused, SalesforceSink
 from sfsync.config import SfsyncConfig, build_config
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
+from sfsync.failures import FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source
 
 
@@ -215,3 +215,29 @@ def test_budget_slows_then_stops_before_the_limit(org: EmulatorHandle) -> None:
     assert usage["used"] == 500  # exactly the share, never past it
     assert written == 20
     assert slept and all(0 < s <= 1.0 for s in slept) and slept == sorted(slept)
+
+
+def test_a_spent_budget_is_read_again_after_the_retry_interval(org: EmulatorHandle) -> None:
+    """Failed before the fix: a stopped sink made no call, so it never saw the budget come back (a new day)
+    and stayed stopped for good. Now one ``GET limits`` per retry interval reads the budget again."""
+    org.control.set_limits(max=1000, used=499)  # share 0.5 -> 500 allowed: one call left
+    now = [0.0]
+    sink = SalesforceSink(_config(org, share=0.5), sleep=lambda _s: None, clock=lambda: now[0],
+                          budget_retry_after_s=5.0)
+    try:
+        assert sink.write([_cmd("Account", "1", {"Name": "first"})]) == [None]
+        with pytest.raises(BudgetExhausted):
+            sink.write([_cmd("Account", "2", {"Name": "second"})])
+        org.control.set_limits(max=1000, used=0)  # the budget is back
+        org.control.reset_stats()
+        now[0] += 1.0
+        with pytest.raises(BudgetExhausted):  # within the interval: no call spent on asking
+            sink.write([_cmd("Account", "2", {"Name": "second"})])
+        assert org.control.stats()["api_calls"] == {}
+        now[0] += 5.0
+        assert sink.write([_cmd("Account", "2", {"Name": "second"})]) == [None]
+        calls = org.control.stats()["api_calls"]
+        assert calls.get("GET limits") == 1 and sum(calls.values()) == 2, calls
+    finally:
+        sink.close()
+    assert sorted(r["Local_Id__c"] for r in _accounts(org)) == ["1", "2"]

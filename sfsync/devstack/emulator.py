@@ -1,4 +1,8 @@
-"""Helpers for tests and benchmarks: start the emulator as a subprocess and get clients bound to it.
+"""Emulator harness for tests, benchmarks and the dev stack: run the emulator as a child process and get
+clients bound to it.
+
+It lives in the dev stack, not in ``sfsync.emulator``: it needs both Salesforce client libraries, and the
+emulator (a server plus its control SDK, ``sfsync.emulator.client``) must not.
 
 ``start_emulator(dir)`` runs ``python -m sfsync.emulator --port 0 --state-dir dir`` and returns an
 :class:`EmulatorHandle` once the server printed its ready line (at most ~20 s). The handle makes
@@ -10,7 +14,6 @@ streaming clients (see :func:`streaming_client`).
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import ssl
 import subprocess
@@ -26,12 +29,13 @@ from aiosfstream_ng import Client
 from aiosfstream_ng.auth import PasswordAuthenticator
 from simple_salesforce import Salesforce
 
-from sfsync.devstack.process import die_with_parent
+from sfsync.devstack.process import spawn, stop_process
 from sfsync.emulator.client import EmulatorControl
 
 USERNAME = "admin@example.com"
 PASSWORD = "sfsync"
 START_TIMEOUT = 20.0
+READY_PREFIX = "ready https://"
 
 
 @dataclass
@@ -53,15 +57,7 @@ class EmulatorHandle:
             return
         self._stopped = True
         self.control.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process)
 
     def http_session(self) -> requests.Session:
         """A requests session that trusts the emulator's CA.
@@ -144,49 +140,54 @@ def streaming_client(handle: EmulatorHandle, replay: Any = -1, **kw: Any) -> Cli
 def start_emulator(state_dir: Path, schema_file: Path | None = None) -> EmulatorHandle:
     """Start ``python -m sfsync.emulator`` on a free port; return once it is ready (RuntimeError otherwise).
 
-    The server's stderr goes to ``state_dir/emulator.log``.
+    The server's output (its ready line, then uvicorn's log) goes to ``state_dir/emulator.log``.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "sfsync.emulator", "--port", "0", "--state-dir", str(state_dir)]
     if schema_file is not None:
         cmd += ["--schema", str(schema_file)]
-    env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    log = (state_dir / "emulator.log").open("ab")
+    pythonpath = root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+    log_path = state_dir / "emulator.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0  # the log is appended to across starts
     # The emulator dies with whoever started it (tests, the dev stack), even on kill -9.
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env,
-                               preexec_fn=die_with_parent(signal.SIGTERM))
-    log.close()
-    assert process.stdout is not None
-    line = _read_ready_line(process, START_TIMEOUT)
+    process = spawn(cmd, log_path, env={"PYTHONPATH": pythonpath})
+    line = read_ready_line(process, log_path, offset, START_TIMEOUT)
     if line is None:
-        process.kill()
-        process.wait(timeout=10)
-        tail = (state_dir / "emulator.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"emulator did not become ready within {START_TIMEOUT}s:\n{tail}")
+        exited = process.poll()
+        stop_process(process, signal.SIGKILL)
+        tail = _read_from(log_path, offset).decode(errors="replace")[-2000:]
+        why = f"exited with status {exited}" if exited is not None else f"was not ready within {START_TIMEOUT}s"
+        raise RuntimeError(f"emulator {why}:\n{tail}")
     url = line.split(" ", 1)[1].strip()
     ca_path = state_dir / "ca.pem"
     return EmulatorHandle(url=url, ca_path=ca_path, process=process, control=EmulatorControl(url, ca_path),
                           state_dir=state_dir)
 
 
-def _read_ready_line(process: subprocess.Popen[bytes], timeout: float) -> str | None:
-    assert process.stdout is not None
+def read_ready_line(process: subprocess.Popen[bytes], log_path: Path, offset: int, timeout: float,
+                    poll: float = 0.02) -> str | None:
+    """The emulator's ``ready https://...`` line, once it appears in ``log_path`` after byte ``offset``.
+
+    None when the process exits first or ``timeout`` seconds pass.
+    """
     deadline = time.monotonic() + timeout
-    buffer = b""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=max(deadline - time.monotonic(), 0.01)):
-                continue
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                return None
-            buffer += chunk
-            for raw in buffer.split(b"\n")[:-1]:
-                text = raw.decode(errors="replace").strip()
-                if text.startswith("ready https://"):
-                    return text
-    return None
+    while True:
+        exited = process.poll() is not None
+        for raw in _read_from(log_path, offset).split(b"\n")[:-1]:  # complete lines only
+            text = raw.decode(errors="replace").strip()
+            if text.startswith(READY_PREFIX):
+                return text
+        if exited or time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except FileNotFoundError:
+        return b""

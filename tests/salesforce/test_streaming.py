@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from sfsync.config import SalesforceConfig
-from sfsync.emulator.testing import EmulatorHandle
+from sfsync.devstack.emulator import EmulatorHandle
 from sfsync.salesforce.streaming import SfsyncAuthenticator, make_streaming_client
 
 

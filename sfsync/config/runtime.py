@@ -1,0 +1,92 @@
+"""Operational settings: retry tiers, alerting, sink batching, health probes.
+
+Contract:
+- Retry tier names become part of topic names, so they are lower-case
+  ``[a-z0-9_]``, unique, and their delays never decrease.
+- Alert destinations that carry credentials (webhook URL, SMTP password) are
+  :class:`pydantic.SecretStr`.
+- The Salesforce sink batch is at most 200 records (the sObject Collections limit).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from sfsync.config._base import _KeyError, _Strict
+
+
+class RetryTier(_Strict):
+    name: str
+    delay_ms: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]+", v):
+            raise ValueError("must be lower-case letters, digits or '_' (it becomes part of a topic name)")
+        return v
+
+
+class RetryConfig(_Strict):
+    tiers: list[RetryTier] = Field(
+        default_factory=lambda: [
+            RetryTier(name="5s", delay_ms=5_000),
+            RetryTier(name="1m", delay_ms=60_000),
+            RetryTier(name="10m", delay_ms=600_000),
+        ]
+    )
+    max_attempts: int = Field(5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise _KeyError("tiers", "tier names must be unique")
+        delays = [t.delay_ms for t in self.tiers]
+        if delays != sorted(delays):
+            raise _KeyError("tiers", "delays must not decrease from one tier to the next")
+        return self
+
+
+class EmailAlerts(_Strict):
+    smtp_host: str
+    smtp_port: int = Field(587, ge=1, le=65535)
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class AlertsConfig(_Strict):
+    webhook_url: SecretStr | None = None
+    email: EmailAlerts | None = None
+    consecutive_failures: int = Field(10, ge=1)
+    api_budget_warn_share: float = Field(0.9, gt=0.0, le=1.0)
+
+
+class SinkConfig(_Strict):
+    batch_size: int = Field(ge=1)
+    linger_ms: int = Field(ge=0, le=60_000)
+    stall_ms: int = Field(5_000, ge=0, le=600_000)
+
+
+class HealthConfig(_Strict):
+    """Where a role serves ``/healthz`` and ``/readyz`` (:mod:`sfsync.health`); ``port: null`` serves nothing."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(8080, ge=0, le=65535)
+
+
+class SinksConfig(_Strict):
+    postgres: SinkConfig = Field(default_factory=lambda: SinkConfig(batch_size=500, linger_ms=50))
+    salesforce: SinkConfig = Field(default_factory=lambda: SinkConfig(batch_size=200, linger_ms=200))
+
+    @field_validator("salesforce")
+    @classmethod
+    def _sf_batch(cls, v: SinkConfig) -> SinkConfig:
+        if v.batch_size > 200:
+            raise ValueError("batch_size is at most 200 (the sObject Collections limit)")
+        return v

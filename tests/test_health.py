@@ -1,0 +1,60 @@
+"""/healthz and /readyz of a role: what they answer, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from sfsync.health import Health, HealthServer
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Health, str]]:
+    health = Health("postgres-sink", checks=("target", "group"))
+    server = HealthServer(health, "127.0.0.1", 0).start()
+    try:
+        yield health, server.url
+    finally:
+        server.close()
+
+
+def get(url: str) -> tuple[int, dict[str, object]]:
+    answer = requests.get(url, timeout=5)
+    return answer.status_code, answer.json()
+
+
+def test_alive_but_not_ready_until_every_check_holds(served: tuple[Health, str]) -> None:
+    health, url = served
+    assert get(url + "/healthz")[0] == 200
+    status, body = get(url + "/readyz")
+    assert status == 503 and body["checks"] == {"target": {"ok": False, "detail": "not yet"},
+                                                "group": {"ok": False, "detail": "not yet"}}
+    health.mark("target", True, "reachable")
+    assert get(url + "/readyz")[0] == 503  # the group has not assigned partitions yet
+    health.mark("group", True, "joined; 3 partition(s) assigned")
+    status, body = get(url + "/readyz")
+    assert status == 200 and body["ready"] is True and body["role"] == "postgres-sink"
+
+
+def test_a_lost_target_makes_a_role_unready_not_dead(served: tuple[Health, str]) -> None:
+    health, url = served
+    health.mark("target", True)
+    health.mark("group", True)
+    health.mark("target", False, "PostgreSQL does not answer: OperationalError")
+    assert get(url + "/readyz")[0] == 503
+    assert get(url + "/healthz")[0] == 200
+
+
+def test_a_silent_loop_is_not_alive() -> None:
+    health = Health("processor", stale_after_s=0.0)
+    health.beat()
+    alive, why = health.alive()
+    assert not alive and "silent" in why
+    assert not health.ready()
+
+
+def test_unknown_path_names_the_probes(served: tuple[Health, str]) -> None:
+    status, body = get(served[1] + "/metricz")
+    assert status == 404 and "/healthz" in str(body["error"])
