@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
 log = logging.getLogger("sfsync.sink.backlog")
 
@@ -68,9 +68,16 @@ class BacklogProbe:
     """Counts records waiting for one sink: its own lag plus the processor's backlog upstream.
 
     ``own`` is the sink's consumer (its assignment names the partitions it owns);
-    ``upstream_topic`` is the change topic the processor turns into this sink's commands
-    (co-partitioned: the same partition numbers), ``upstream_group`` the processor's group.
-    The probe's own consumer never subscribes, so it never joins (or disturbs) that group.
+    ``upstream`` is a consumer in the processor's group that never subscribes (so it never joins or
+    disturbs that group): it reads the group's committed offsets and follows the end of
+    ``upstream_topic``, the change topic the processor turns into this sink's commands
+    (co-partitioned: the same partition numbers).
+
+    Partition ends come from fetch responses (librdkafka's cached watermarks), not from a
+    ListOffsets request: the embedded broker answers ListOffsets with the base offset of a
+    partition's last record batch plus one (docs/kafka.md), which would hide all but one record of
+    that batch. So the upstream consumer keeps fetching the end of the topic; :meth:`pump` drains
+    what it reads (nothing is done with it) and must be called from the sink's loop.
     """
 
     def __init__(self, own: Consumer, apply_topic: str, upstream: Consumer | None, upstream_topic: str,
@@ -83,11 +90,25 @@ class BacklogProbe:
         self.min_interval_s = min_interval_s
         self._seen: dict[int, int] = {}
         self._last: tuple[float, int] | None = None
+        self._following = False
 
     def seen(self, partition: int, offset: int) -> None:
         """The sink received a command made from change ``offset`` of upstream ``partition``."""
         if offset > self._seen.get(partition, -1):
             self._seen[partition] = offset
+
+    def pump(self) -> None:
+        """Keep following the upstream topic's end (its fetch responses carry the partition ends)."""
+        if self.upstream is None:
+            return
+        if not self._following:
+            metadata = self.upstream.list_topics(self.upstream_topic, timeout=10).topics.get(self.upstream_topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                return
+            self.upstream.assign([TopicPartition(self.upstream_topic, p, OFFSET_END) for p in metadata.partitions])
+            self._following = True
+        while self.upstream.consume(1000, 0):
+            pass
 
     def waiting(self, timeout: float = 5.0) -> int:
         """Records known to be on their way to this sink (0 when nothing is; errors count as 0)."""
@@ -97,7 +118,8 @@ class BacklogProbe:
         partitions = sorted(tp.partition for tp in self.own.assignment() if tp.topic == self.apply_topic)
         total = 0
         try:
-            total += self._own_lag(partitions, timeout)
+            self.pump()
+            total += self._own_lag(partitions)
             total += self._upstream_lag(partitions, timeout)
         except KafkaException as e:  # a probe failure must not stall the sink: send what we have
             log.warning("could not measure the backlog (%s); sending the batch", e)
@@ -105,26 +127,27 @@ class BacklogProbe:
         self._last = (time.monotonic(), total)
         return total
 
-    def _own_lag(self, partitions: list[int], timeout: float) -> int:
+    def _own_lag(self, partitions: list[int]) -> int:
         if not partitions:
             return 0
-        positions = self.own.position([TopicPartition(self.apply_topic, p) for p in partitions])
         lag = 0
-        for tp in positions:
-            _low, high = self.own.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            if tp.offset >= 0:
+        for tp in self.own.position([TopicPartition(self.apply_topic, p) for p in partitions]):
+            _low, high = self.own.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
                 lag += max(0, high - tp.offset)
         return lag
 
     def _upstream_lag(self, partitions: list[int], timeout: float) -> int:
-        if self.upstream is None or not partitions:
+        if self.upstream is None or not partitions or not self._following:
             return 0
         committed = self.upstream.committed([TopicPartition(self.upstream_topic, p) for p in partitions],
                                             timeout=timeout)
         lag = 0
         for tp in committed:
-            low, high = self.upstream.get_watermark_offsets(tp, timeout=timeout, cached=False)
-            lag += upstream_remainder(low, high, tp.offset if tp.offset != OFFSET_INVALID else -1,
+            low, high = self.upstream.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # no fetch answered yet: nothing known
+                continue
+            lag += upstream_remainder(max(low, 0), high, tp.offset if tp.offset != OFFSET_INVALID else -1,
                                       self._seen.get(tp.partition, -1), self.markers)
         return lag
 

@@ -136,12 +136,15 @@ class SinkRunner:
         self.stats = SinkStats()
         self.health = health or Health(f"{sink.name}-sink", checks=("target", "group"))
         self._delayed: dict[tuple[str, int], float] = {}
+        self._owned: set[int] = set()
         self.consumer: Consumer = make_consumer(cfg.kafka, self.names.sink_group(sink.name), f"{sink.name}-sink")
         self.producer: CheckedProducer = make_producer(cfg.kafka, f"{sink.name}-sink")
         upstream = self.names.changes(sink.direction)
         self.backlog = BacklogProbe(
             self.consumer, self.source,
-            make_consumer(cfg.kafka, self.names.processor_group, f"{sink.name}-sink-probe"), upstream,
+            # follows the change topic's end; a small queue, as what it reads is thrown away
+            make_consumer(cfg.kafka, self.names.processor_group, f"{sink.name}-sink-probe",
+                          **{"queued.max.messages.kbytes": 1024}), upstream,
             # the CDC producer writes changes.inbound in transactions: a commit marker takes one offset
             markers=sink.direction is Direction.INBOUND)
 
@@ -155,6 +158,7 @@ class SinkRunner:
                                     on_revoke=self._on_revoke)
             while not stop.is_set():
                 self.health.beat()
+                self.backlog.pump()
                 self._resume_due()
                 messages = self._next_batch()
                 if messages:
@@ -183,16 +187,16 @@ class SinkRunner:
         return False
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._mark_assignment(len(partitions))
+        # cooperative-sticky: callbacks carry increments, and the consumer's assignment is updated after them
+        self._owned |= {tp.partition for tp in partitions if tp.topic == self.source}
+        self._mark_assignment()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._mark_assignment(-len(partitions))
+        self._owned -= {tp.partition for tp in partitions if tp.topic == self.source}
+        self._mark_assignment()
 
-    def _mark_assignment(self, delta: int) -> None:
-        # cooperative-sticky: callbacks carry increments, so count from the consumer's whole assignment
-        owned = [tp for tp in self.consumer.assignment() if tp.topic == self.source]
-        self.health.mark("group", True, f"joined; {len(owned)} partition(s) of {self.source} assigned "
-                                        f"({delta:+d} in this rebalance)")
+    def _mark_assignment(self) -> None:
+        self.health.mark("group", True, f"joined; {len(self._owned)} partition(s) of {self.source} assigned")
 
     def _next_batch(self, idle_wait: float = 0.5) -> list[Message]:
         """Up to ``batch_size`` messages: full, or complete by :func:`consumers.backlog.batch_complete`.

@@ -18,7 +18,7 @@ from sfsync.records import Alert
 from sfsync.serde import Serde
 
 INBOUND_ROLES = ["postgres-sink", "processor", "salesforce-producer"]
-TRICKLE_S = 5.0
+TRICKLE_S = 60.0  # how long to wait for an arrival at all; speed is measured in bench/
 
 
 def composite(sf: Any, method: str, path: str, **kw: Any) -> Any:
@@ -159,7 +159,7 @@ def test_poison_records_go_to_the_dlq_and_the_rest_arrive(inbound: Any) -> None:
         infos = [parse_failure_headers(m.headers()) for m in inbound.read_topic(names.dlq("postgres"), 8)]
         return {i.message: i for i in infos} if len(infos) >= 2 else None
 
-    letters = inbound.wait_until(dead_letters, 40, "two dead letters", interval=0.5)
+    letters = inbound.wait_until(dead_letters, TRICKLE_S, "two dead letters", interval=0.5)
     reasons = "\n".join(letters)
     assert "AccountNumber -> account_number: cannot coerce a str value to integer" in reasons
     not_null = [info for info in letters.values() if info.error_class == "SQLSTATE 23502"]
@@ -200,7 +200,7 @@ def test_gap_event_is_repaired_from_current_values(inbound: Any) -> None:
 def test_gap_overflow_is_repaired_by_catch_up(inbound: Any) -> None:
     acc = seeded_account(inbound, "gap-overflow")
     inbound.emulator.control.emit_gap("Account", "GAP_OVERFLOW")
-    inbound.wait_until(lambda: acc in local_rows(inbound, "accounts", "name"), 15, "GAP_OVERFLOW catch-up")
+    inbound.wait_until(lambda: acc in local_rows(inbound, "accounts", "name"), TRICKLE_S, "GAP_OVERFLOW catch-up")
 
 
 def test_replay_id_outside_retention_catches_up_and_alerts(inbound: Any) -> None:
@@ -210,7 +210,8 @@ def test_replay_id_outside_retention_catches_up_and_alerts(inbound: Any) -> None
     newest = inbound.emulator.control.events(limit=1)["last_replay_id"]
     inbound.emulator.control.truncate_events(newest)  # the stored replay id is now outside retention
     inbound.roles.start("salesforce-producer")
-    inbound.wait_until(lambda: missed in local_rows(inbound, "accounts", "name"), 30, "catch-up after lost retention")
+    inbound.wait_until(lambda: missed in local_rows(inbound, "accounts", "name"), TRICKLE_S,
+                       "catch-up after lost retention")
     names = TopicNames(inbound.prefix)
     alerts = [Serde().decode(m.value(), Alert) for m in inbound.read_topic(names.alerts, 5)]
     assert any(a.kind.value == "replay_gap" for a in alerts), alerts

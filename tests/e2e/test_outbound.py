@@ -125,7 +125,7 @@ def test_kill_9_relay_and_sink_every_row_arrives_once(outbound: Any, victim: str
         with outbound.db() as conn:
             return conn.execute(f"select count(*) from {outbound.cfg.postgres.outbox_table}").fetchone()[0] == 0
 
-    outbound.wait_until(outbox_empty, 30, "empty outbox")
+    outbound.wait_until(outbox_empty, BULK_S, "empty outbox")
 
 
 def test_transient_faults_lose_nothing(outbound: Any) -> None:
@@ -142,7 +142,7 @@ def test_transient_faults_lose_nothing(outbound: Any) -> None:
         for _ in range(100):
             ids += insert_contacts(outbound, 10, "faulty")
             time.sleep(0.2)
-        wait_synced(outbound, ids, 60, "rows under 503 / lock faults")
+        wait_synced(outbound, ids, BULK_S, "rows under 503 / lock faults")
         fired: dict[str, int] = {}
         for f in control.faults():
             fired[f["error_code"]] = fired.get(f["error_code"], 0) + f["fired"]
@@ -178,7 +178,7 @@ def test_one_bad_record_of_200_is_dead_lettered(outbound: Any) -> None:
             return [parse_failure_headers(m.headers()) for m in outbound.read_topic(names.dlq("salesforce"), 4)
                     if m.key() and m.key().decode().endswith(f":local:{bad[0]}")]
 
-        found = outbound.wait_until(letters, 20, "the dead letter")
+        found = outbound.wait_until(letters, TRICKLE_S, "the dead letter")
         assert found[0].error_class == "FIELD_CUSTOM_VALIDATION_EXCEPTION"
         assert "Last name is not allowed" in found[0].message
         assert str(bad[0]) not in sf_contacts(outbound)

@@ -346,18 +346,16 @@ def test_write_back_sfids(cfg: SfsyncConfig, sink: PostgresSink) -> None:
     assert outbox_count(cfg) == 0  # the write-back is an sfsync write: no outbound echo
 
 
-def test_throughput_thousands_of_rows_per_second(cfg: SfsyncConfig, sink: PostgresSink) -> None:
+def test_eight_batches_of_500_insert_then_update(cfg: SfsyncConfig, sink: PostgresSink) -> None:
+    """Full batches, each in one transaction: every row lands, then every row is updated (the speed of
+    this is measured in bench/inbound.py, not here)."""
     batches = [[cmd("Contact", f"003{b:03d}{i:012d}", {"first_name": "F", "last_name": f"L{i}",
                                                         "email": f"{b}.{i}@x.io", "account_id": None})
                 for i in range(500)] for b in range(8)]
-    start = time.perf_counter()
     for batch in batches:
         assert sink.write(batch) == [None] * 500
-    inserts = 4000 / (time.perf_counter() - start)
-    start = time.perf_counter()
     for batch in batches:  # the same records again: updates
         assert sink.write([cmd(c.object, c.sfid, {"title": "T"}) for c in batch]) == [None] * 500
-    updates = 4000 / (time.perf_counter() - start)
-    assert len(rows(cfg, "contacts")) == 4000
-    print(f"postgres sink: {inserts:.0f} inserts/s, {updates:.0f} updates/s")
-    assert inserts > 2000 and updates > 2000
+    landed = rows(cfg, "contacts")
+    assert len(landed) == 4000 and {r["title"] for r in landed} == {"T"}
+    assert {r["sfid"] for r in landed} == {c.sfid for batch in batches for c in batch}
