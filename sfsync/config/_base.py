@@ -14,8 +14,9 @@ Contract:
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 _SQL_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SF_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -44,3 +45,9 @@ def _sf_name(v: str) -> str:
     if not _SF_NAME.match(v):
         raise ValueError("must be a Salesforce API name (letters, digits, '_', starting with a letter)")
     return v
+
+
+#: a plain SQL identifier (tables, columns, schemas): checked by :func:`_sql_identifier`
+SqlIdentifier = Annotated[str, AfterValidator(_sql_identifier)]
+#: a Salesforce API name (objects, fields): checked by :func:`_sf_name`
+SfName = Annotated[str, AfterValidator(_sf_name)]

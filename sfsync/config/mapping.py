@@ -21,7 +21,7 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from sfsync.config._base import _SF_NAME, _KeyError, _sf_name, _sql_identifier, _Strict
+from sfsync.config._base import _SF_NAME, SfName, SqlIdentifier, _KeyError, _Strict
 
 
 class Direction(StrEnum):
@@ -73,23 +73,13 @@ class FieldType(StrEnum):
 class FieldMapping(_Strict):
     """One mapped field: a local column and a Salesforce field."""
 
-    column: str
-    field: str
+    column: SqlIdentifier
+    field: SfName
     direction: Direction = Direction.BOTH
     value_map: dict[str, str] = Field(default_factory=dict)
     transforms: list[Transform] = Field(default_factory=list)
     reference: str | None = None
     type: FieldType | None = None
-
-    @field_validator("column")
-    @classmethod
-    def _column(cls, v: str) -> str:
-        return _sql_identifier(v)
-
-    @field_validator("field")
-    @classmethod
-    def _field(cls, v: str) -> str:
-        return _sf_name(v)
 
     @field_validator("value_map")
     @classmethod
@@ -103,41 +93,21 @@ class FieldMapping(_Strict):
 
 
 class MatchKey(_Strict):
-    column: str
-    field: str
-
-    @field_validator("column")
-    @classmethod
-    def _column(cls, v: str) -> str:
-        return _sql_identifier(v)
-
-    @field_validator("field")
-    @classmethod
-    def _field(cls, v: str) -> str:
-        return _sf_name(v)
+    column: SqlIdentifier
+    field: SfName
 
 
 class ObjectMapping(_Strict):
     """How one Salesforce object maps onto one local table."""
 
-    table: str
-    local_key: str = "id"
-    sfid_column: str = "sfid"
-    external_id_field: str = "Local_Id__c"
+    table: SqlIdentifier
+    local_key: SqlIdentifier = "id"
+    sfid_column: SqlIdentifier = "sfid"
+    external_id_field: SfName = "Local_Id__c"
     match_key: MatchKey | None = None
     delete_policy: DeletePolicy = DeletePolicy.PROPAGATE
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     fields: list[FieldMapping] = Field(min_length=1)
-
-    @field_validator("table", "local_key", "sfid_column")
-    @classmethod
-    def _ident(cls, v: str) -> str:
-        return _sql_identifier(v)
-
-    @field_validator("external_id_field")
-    @classmethod
-    def _ext(cls, v: str) -> str:
-        return _sf_name(v)
 
     @model_validator(mode="after")
     def _unique(self) -> Self:

@@ -31,7 +31,7 @@ from sfsync.kafka.topics import TopicNames, apply_topics
 from sfsync.records import ChangeEvent, Operation, Source
 from sfsync.serde import Serde
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TS = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
