@@ -18,8 +18,9 @@ Contract (at-least-once, nothing lost):
 - ``SinkUnavailable``: the runner pauses its partitions, keeps the consumer
   alive, and retries the same batch with growing waits; nothing is committed
   meanwhile.
-- A retried command older than a newer command already written for the same
-  record is dropped (a retry never overwrites a newer change).
+- Every batch is screened against per-field versions kept at the target
+  (:mod:`consumers.versions`): a retry writes the fields it alone carries and
+  never overwrites a newer value, across restarts, rebalances and replicas.
 - Health (:mod:`sfsync.health`): alive while the loop turns; ready once the
   target answered and the group assigned this member its partitions.
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from consumers.backlog import BacklogProbe, FillState, batch_complete
 from consumers.base import Sink, SinkUnavailable
+from consumers.versions import VersionGuard
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig, SinkConfig
 from sfsync.failures import (
@@ -84,33 +85,13 @@ def route_failure(failure: Failure, attempt: int, cfg: SfsyncConfig, sink: str) 
     return Route(names.dlq(sink), attempt, 0, dead=True)
 
 
-class NewestWritten:
-    """Bounded memory of the newest source commit time written per record key."""
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._data: OrderedDict[str, datetime] = OrderedDict()
-        self.capacity = capacity
-
-    def is_stale(self, key: str, ts: datetime) -> bool:
-        newest = self._data.get(key)
-        return newest is not None and ts < newest
-
-    def record(self, key: str, ts: datetime) -> None:
-        newest = self._data.get(key)
-        if newest is None or ts > newest:
-            self._data[key] = ts
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
-
-
 @dataclass
 class SinkStats:
     written: int = 0
     failed: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    stale_skipped: int = 0
+    superseded: int = 0
     batches: int = 0
     unavailable: int = 0
 
@@ -132,7 +113,7 @@ class SinkRunner:
         self.source = self.names.apply(sink.direction)
         self.retry_topics = [self.names.retry(sink.name, t.name) for t in cfg.retry.tiers]
         self.serde = Serde.from_config(cfg.kafka)
-        self.newest = NewestWritten()
+        self.versions = VersionGuard(cfg, sink.direction)
         self.stats = SinkStats()
         self.health = health or Health(f"{sink.name}-sink", checks=("target", "group"))
         self._delayed: dict[tuple[str, int], float] = {}
@@ -166,6 +147,7 @@ class SinkRunner:
         finally:
             self.consumer.close()
             self.backlog.close()
+            self.versions.close()
             self.producer.flush(30)
             self.sink.close()
 
@@ -253,9 +235,6 @@ class SinkRunner:
             except DecodeError as e:
                 self._dead_letter_raw(msg, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))
                 continue
-            if self.newest.is_stale(command.key, command.source_commit_ts):
-                self.stats.stale_skipped += 1
-                continue
             batch.append((msg, command))
         if batch:
             results = self._write_until_accepted([c for _, c in batch], stop)
@@ -272,13 +251,7 @@ class SinkRunner:
         try:
             while True:
                 try:
-                    results = self.sink.write(commands)
-                    if len(results) != len(commands):
-                        raise RuntimeError(f"{self.sink.name} sink returned {len(results)} results for "
-                                           f"{len(commands)} commands")
-                    if self.after_write is not None:
-                        self.after_write(commands, results)
-                    return results
+                    return self._write_versioned(commands)
                 except SinkUnavailable as e:
                     self.stats.unavailable += 1
                     if e.alert and not paused:  # once per outage, not per retry
@@ -299,6 +272,24 @@ class SinkRunner:
             if paused:
                 self.consumer.resume(paused)
 
+    def _write_versioned(self, commands: list[ApplyCommand]) -> list[Failure | None]:
+        """Write what is not older than the target's versions (:mod:`consumers.versions`), with the records
+        locked, and record the new versions of what was written; a superseded command counts as written."""
+        with self.versions.batch(commands) as (screened, _ids):
+            indexes, to_write = screened.to_write()
+            written = self.sink.write(to_write) if to_write else []
+            if len(written) != len(to_write):
+                raise RuntimeError(f"{self.sink.name} sink returned {len(written)} results for "
+                                   f"{len(to_write)} commands")
+            results: list[Failure | None] = [None] * len(commands)
+            for i, result in zip(indexes, written, strict=True):
+                results[i] = result
+            if self.after_write is not None:
+                self.after_write(to_write, written)
+            self.versions.save(screened.record(results))
+            self.stats.superseded += screened.superseded
+        return results
+
     # ------------------------------------------------------------ routing
 
     def _route(self, batch: list[tuple[Message, ApplyCommand]], results: list[Failure | None]) -> None:
@@ -307,7 +298,6 @@ class SinkRunner:
             attempt = command.attempt + 1
             if failure is None:
                 self.stats.written += 1
-                self.newest.record(command.key, command.source_commit_ts)
                 self._status(command, SyncState.SUCCESS, attempt - 1, None, now)
                 continue
             self.stats.failed += 1

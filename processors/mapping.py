@@ -103,6 +103,7 @@ def _base_command(event: ChangeEvent, target: ApplyTarget, operation: ApplyOpera
         "source": event.source,
         "source_event_id": event.event_id,
         "source_commit_ts": event.commit_ts,
+        "source_position": event.source_position,
         "sfid": event.sfid,
         "local_key": event.local_key,
         "origin": event.origin,

@@ -220,7 +220,8 @@ def schema_init(
 @schema_app.command("drop")
 def schema_drop(
     config: ConfigOpt = None,
-    outbox: Annotated[bool, typer.Option("--outbox", help="Also drop the outbox table.")] = False,
+    outbox: Annotated[bool, typer.Option(
+        "--outbox", help="Also drop the outbox, its archive and the field version store.")] = False,
 ) -> None:
     """Remove sfsync's triggers and functions (never user tables)."""
     import psycopg

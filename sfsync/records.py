@@ -573,8 +573,9 @@ class ApplyCommand(_AvroCodec):
     """What a sink must write: values already mapped to the *target's* field names.
 
     ``fields`` lists the target fields the sink writes (normally ``values``' keys).
-    ``source_commit_ts`` lets a sink skip a command older than what it already
-    wrote; ``attempt`` counts earlier delivery attempts (retry tiers increment it).
+    ``source_commit_ts`` and ``source_position`` (the source change's replay id / outbox id) are the
+    command's version: a sink never overwrites a field with an older version
+    (:mod:`consumers.versions`); ``attempt`` counts earlier delivery attempts (retry tiers increment it).
     """
 
     AVRO_SCHEMA: ClassVar[str] = "apply_command"
@@ -594,6 +595,7 @@ class ApplyCommand(_AvroCodec):
     origin: str | None = None
     trace_id: str = field(default_factory=new_id)
     attempt: int = 0
+    source_position: str | None = None
 
     def __post_init__(self) -> None:
         s = object.__setattr__

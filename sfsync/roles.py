@@ -60,24 +60,13 @@ def postgres_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> N
 def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
     from consumers.postgres.sink import PostgresSink
     from consumers.runner import SinkRunner
+    from consumers.salesforce.links import link_back
     from consumers.salesforce.sink import SalesforceSink
 
     sink = SalesforceSink(cfg)
     local = PostgresSink(cfg)
-
-    def write_back(_commands: object, _results: object) -> None:
-        # New Salesforce ids go onto the local rows as an sfsync write (no outbox echo). If PostgreSQL is
-        # down this raises SinkUnavailable and the runner repeats the whole batch: the upserts are
-        # idempotent (external id) and give the same ids again.
-        created = sink.take_created_ids()
-        if created:
-            failures = local.write_back_sfids(created)
-            for (obj, key, sfid), failure in zip(created, failures, strict=True):
-                if failure is not None:
-                    log.warning("could not record sfid %s on %s local key %s: %s", sfid, obj, key, failure.message)
-
     try:
-        SinkRunner(cfg, sink, after_write=write_back, health=health).run(stop)
+        SinkRunner(cfg, sink, after_write=link_back(sink, local), health=health).run(stop)
     finally:
         local.close()
 

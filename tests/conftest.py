@@ -10,8 +10,11 @@ Tests isolate themselves with unique topic prefixes / schemas, not new servers.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,12 +76,16 @@ def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, docker_available: boo
         return
     from sfsync.devstack.postgres import EmbeddedPostgres
 
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's basetemp: every pytest session resets that folder to mode 0700, which locks the
+    # server's own user out of its data directory when two sessions run at once on one machine.
+    root = Path(tempfile.mkdtemp(prefix="sfsync-test-pg-"))
+    server = EmbeddedPostgres(root / "data")
     server.start()
     try:
         yield server.dsn
     finally:
         server.remove()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ Contract (on top of :mod:`consumers.base`):
   resolves it to an sfid (cache filled by its own upserts, else one SOQL query per referenced object and
   call). Not found -> transient ``REFERENCE_NOT_SYNCED`` (the parent may still be on its way).
 - Per record: success -> ``None`` (and ``(object, local_key, sfid)`` is kept for
-  :meth:`SalesforceSink.take_created_ids` when the record was created or its sfid was not known);
+  :meth:`SalesforceSink.take_created_ids` when the record was created or its command did not carry
+  its sfid: :mod:`consumers.salesforce.links` writes those links before the batch counts as done);
   failure -> :class:`Failure` classified by :mod:`consumers.salesforce.errors`. A whole call failing
   (5xx, timeout, connection loss, a call-level error) -> every record of that call gets that failure.
 - ``INVALID_SESSION_ID``: :class:`SalesforceClient` re-authenticates once and repeats the call; a refused
@@ -200,9 +201,10 @@ class SalesforceSink:
     def _remember(self, sobject: str, entry: Entry, sfid: str, created: bool) -> None:
         if not sfid or entry.local_key is None:
             return
-        known = self._ids.get((sobject, entry.local_key))
         self._ids[(sobject, entry.local_key)] = sfid
-        if created or (entry.sfid != sfid and known != sfid):
+        # Every write whose command did not carry the sfid queues the link, even when this sink already
+        # knows the id: a repeated batch (the link write failed) must write the link again.
+        if created or entry.sfid != sfid:
             with self._created_lock:
                 self._created.append((sobject, entry.local_key, sfid))
 

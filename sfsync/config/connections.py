@@ -77,6 +77,12 @@ class KafkaConfig(_Strict):
     partitions: int = Field(6, ge=1, le=10_000)
     replication_factor: int = Field(3, ge=1, le=100)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
+    #: ``min.insync.replicas`` of every catalogue topic; ``None``: ``replication_factor - 1``, at least 1
+    #: (read :attr:`effective_min_insync_replicas`). With ``acks=all`` this many replicas must have a record
+    #: before it is acknowledged; the broker default of 1 lets the leader alone acknowledge.
+    min_insync_replicas: int | None = None
+    #: ``retention.ms`` of the DLQ topics: -1 keeps dead letters until an operator replays or purges them
+    dlq_retention_ms: int = -1
     session_timeout_ms: int = Field(45_000, ge=1_000, le=3_600_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     fetch_wait_max_ms: int = Field(100, ge=0, le=10_000)
@@ -89,6 +95,13 @@ class KafkaConfig(_Strict):
     def _prefix(cls, v: str) -> str:
         if not _TOPIC_PREFIX.match(v):
             raise ValueError("must be 1-100 characters of letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("dlq_retention_ms")
+    @classmethod
+    def _dlq_retention(cls, v: int) -> int:
+        if v != -1 and v < 60_000:
+            raise ValueError("must be -1 (keep forever) or at least 60000")
         return v
 
     @field_validator("bootstrap_servers")
@@ -114,6 +127,22 @@ class KafkaConfig(_Strict):
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise _KeyError("heartbeat_interval_ms", "must be lower than session_timeout_ms")
         return self
+
+    @model_validator(mode="after")
+    def _insync(self) -> Self:
+        v = self.min_insync_replicas
+        if v is not None and not 1 <= v <= self.replication_factor:
+            raise _KeyError(
+                "min_insync_replicas", f"must be between 1 and replication_factor ({self.replication_factor})"
+            )
+        return self
+
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        """The ``min.insync.replicas`` topics get: the configured value, else ``replication_factor - 1`` (>= 1)."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return max(1, self.replication_factor - 1)
 
 
 class SalesforceAuth(_Strict):
@@ -174,6 +203,8 @@ class PostgresConfig(_Strict):
     relay_poll_interval_s: float = Field(1.0, gt=0, le=60)
     outbox_archive: bool = False
     outbox_archive_retention_s: float = Field(7 * 24 * 3600, ge=0)
+    lock_timeout_ms: int = Field(10_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(60_000, ge=0, le=3_600_000)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -5,6 +5,7 @@ two thin adapters that apply it:
 
 - :func:`install` / :func:`init_schema` — in ONE transaction (all or nothing):
   create ``postgres.schema`` if missing, the outbox table and its archive, the
+  field version store,
   demo tables (``demo=True``), check every mapped table (exists, has the local
   key, the sfid column with a unique index, every mapped column), then
   ``CREATE OR REPLACE`` each mapped table's capture function and recreate its
@@ -92,6 +93,24 @@ def render_outbox(schema: str, outbox_table: str) -> sql.Composed:
   origin text
 )"""
     ).format(t=sql.Identifier(schema, outbox_table))
+
+
+#: sfsync's per-field version store (:mod:`sfsync.database.versions`): which version of each field
+#: each sink last wrote, so no retry, replay or replica ever writes an older value over a newer one.
+VERSIONS_TABLE = "sfsync_field_versions"
+
+
+def render_versions(schema: str) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS`` of the field version store."""
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {t} (
+  direction text NOT NULL,
+  object text NOT NULL,
+  record text NOT NULL,
+  versions jsonb NOT NULL DEFAULT '{{}}',
+  PRIMARY KEY (direction, object, record)
+)"""
+    ).format(t=sql.Identifier(schema, VERSIONS_TABLE))
 
 
 def render_archive(schema: str, outbox_table: str) -> list[sql.Composed]:
@@ -279,7 +298,9 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
         if not _exists(conn, schema):
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             done.append(f"created schema {schema}")
-        for table, statements in ((outbox, [render_outbox(schema, outbox)]), (archive, render_archive(schema, outbox))):
+        own = ((outbox, [render_outbox(schema, outbox)]), (archive, render_archive(schema, outbox)),
+               (VERSIONS_TABLE, [render_versions(schema)]))
+        for table, statements in own:
             existed = _exists(conn, schema, table)
             for stmt in statements:
                 conn.execute(stmt)
@@ -318,7 +339,8 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
 def uninstall(conn: psycopg.Connection, cfg: SfsyncConfig, drop_outbox: bool = False) -> list[str]:
     """Remove sfsync's triggers and functions from the schema in one transaction; return what was done.
 
-    User tables are never dropped; the outbox and its archive only with ``drop_outbox``.
+    User tables are never dropped; the outbox, its archive and the field version store only with
+    ``drop_outbox``.
     """
     schema = cfg.postgres.schema_name
     done: list[str] = []
@@ -333,7 +355,7 @@ def uninstall(conn: psycopg.Connection, cfg: SfsyncConfig, drop_outbox: bool = F
             conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, fn)))
             done.append(f"removed function {schema}.{fn}")
         if drop_outbox:
-            for table in (cfg.postgres.outbox_table, archive_table_name(cfg.postgres.outbox_table)):
+            for table in (cfg.postgres.outbox_table, archive_table_name(cfg.postgres.outbox_table), VERSIONS_TABLE):
                 if _exists(conn, schema, table):
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
                     done.append(f"dropped table {schema}.{table}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consumers.runner import NewestWritten, route_failure
+from consumers.runner import route_failure
 from sfsync.config import build_config
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers, parse_failure_headers
 
@@ -41,13 +41,3 @@ def test_headers_round_trip_and_keep_first_attempt() -> None:
     assert info.origin == Origin("sfsync.apply.salesforce", 2, 41) and info.stage == "salesforce-sink"
 
 
-def test_newest_written_detects_stale_retries() -> None:
-    newest = NewestWritten(capacity=2)
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    newest.record("Contact:1", t0 + timedelta(seconds=5))
-    assert newest.is_stale("Contact:1", t0)
-    assert not newest.is_stale("Contact:1", t0 + timedelta(seconds=6))
-    assert not newest.is_stale("Contact:2", t0)
-    newest.record("Contact:2", t0)
-    newest.record("Contact:3", t0)
-    assert not newest.is_stale("Contact:1", t0)  # evicted: bounded memory

@@ -11,7 +11,7 @@ from psycopg import sql
 from sfsync.config import SfsyncConfig
 from sfsync.database import ORIGIN_MARKER, SchemaError, drop_schema, init_schema
 from sfsync.database.capture import capture_spec, function_name, render_capture_function
-from sfsync.database.schema import archive_table_name
+from sfsync.database.schema import VERSIONS_TABLE, archive_table_name
 from sfsync.database.testing import DEMO_OBJECTS, make_config
 
 
@@ -58,7 +58,7 @@ def test_init_twice_gives_the_same_state(cfg: SfsyncConfig, postgres_dsn: str, s
     assert {t for t, _, _ in before["triggers"]} == {"accounts", "contacts", "cases"}
     assert {name for name, _ in before["functions"]} == {function_name(t) for t in ("accounts", "contacts", "cases")}
     tables = {t for t, *_ in before["columns"]}
-    assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox")}
+    assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox"), VERSIONS_TABLE}
 
 
 def test_trigger_fires_only_when_an_outbound_column_changes(postgres_dsn: str, schema: str) -> None:
@@ -119,7 +119,7 @@ def test_writes_under_the_origin_marker_are_not_captured(cfg: SfsyncConfig, post
             cur.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('Batch')")
         rows = outbox(conn, cfg)
         assert [(r["new_values"]["name"], r["origin"]) for r in rows] == [("Mine", None), ("Batch", "backfill-job")]
-        notes = list(conn.notifies(timeout=2, stop_after=1))
+        notes = list(conn.notifies(timeout=60, stop_after=1))
         assert notes and notes[0].channel == channel and notes[0].payload == "accounts"
 
 
@@ -153,7 +153,7 @@ def test_mapping_change_converges_and_drop_removes_only_sfsync_objects(
         after = snapshot(conn, schema)
         assert after["triggers"] == [] and after["functions"] == []
         assert {t for t, *_ in after["columns"]} == {"accounts", "contacts", "cases", "sfsync_outbox",
-                                                      archive_table_name("sfsync_outbox")}
+                                                      archive_table_name("sfsync_outbox"), VERSIONS_TABLE}
         conn.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('after drop')")
         assert len(outbox(conn, cfg)) == 2
     drop_schema(cfg, drop_outbox=True)

@@ -359,3 +359,35 @@ def test_eight_batches_of_500_insert_then_update(cfg: SfsyncConfig, sink: Postgr
     landed = rows(cfg, "contacts")
     assert len(landed) == 4000 and {r["title"] for r in landed} == {"T"}
     assert {r["sfid"] for r in landed} == {c.sfid for batch in batches for c in batch}
+
+
+def test_a_write_blocked_by_a_user_lock_gives_up_and_lands_later(postgres_dsn: str, schema: str) -> None:
+    """Failed before the fix: sfsync's sessions had no lock_timeout, so a user's transaction holding a row
+    lock kept the sink's write blocked for as long as it lasted (past max.poll.interval.ms, when the
+    broker hands the partitions to another member and the stuck batch later writes over newer data).
+    Now the write gives up (SQLSTATE 55P03: the target is unavailable, the runner retries the batch)."""
+    cfg = make_config(postgres_dsn, schema, postgres={"dsn": postgres_dsn, "schema": schema, "lock_timeout_ms": 500})
+    init_schema(cfg, demo=True)
+    sink = PostgresSink(cfg)
+    try:
+        assert sink.write([cmd("Account", "001L", {"name": "before"})]) == [None]
+        outcome: list[BaseException | list[Any]] = []
+        with psycopg.connect(postgres_dsn) as user:
+            user.execute(f'SELECT 1 FROM "{schema}".accounts WHERE sfid = %s FOR UPDATE', ("001L",))
+            writer = threading.Thread(target=lambda: outcome.append(
+                _catch(lambda: sink.write([cmd("Account", "001L", {"name": "after"})]))))
+            writer.start()
+            writer.join(120)  # hang guard: the write must come back while the user still holds the lock
+            assert not writer.is_alive(), "the sink's write is still blocked on the user's row lock"
+            assert isinstance(outcome[0], SinkUnavailable) and "55P03" in str(outcome[0])
+        assert sink.write([cmd("Account", "001L", {"name": "after"})]) == [None]  # the lock is gone: it lands
+        assert [r["name"] for r in rows(cfg, "accounts")] == ["after"]
+    finally:
+        sink.close()
+
+
+def _catch(fn: Any) -> Any:
+    try:
+        return fn()
+    except BaseException as e:
+        return e

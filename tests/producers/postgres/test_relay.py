@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from producers.postgres.convert import OutboxRow, TableIndex, event_key, field_value, row_to_event
 from producers.postgres.relay import OutboxRelay, RelaySettings
@@ -27,8 +28,9 @@ from sfsync.database import init_schema
 from sfsync.database.schema import archive_table_name
 from sfsync.database.testing import config_dict, drop_schema_cascade, make_config, new_schema_name
 from sfsync.devstack.process import free_port
+from sfsync.failures import parse_failure_headers
 from sfsync.kafka.topics import TopicNames, apply_topics
-from sfsync.records import ChangeEvent, Operation, Source
+from sfsync.records import Alert, AlertKind, ChangeEvent, Operation, Source
 from sfsync.serde import Serde
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -138,7 +140,7 @@ def outbox_ids(cfg: SfsyncConfig) -> list[int]:
         return [r[0] for r in rows.fetchall()]
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+def wait_for(cond: Callable[[], bool], timeout: float = 120.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -148,9 +150,9 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condi
 
 
 class RelayThread:
-    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings) -> None:
+    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings, relay: OutboxRelay | None = None) -> None:
         self.stop = threading.Event()
-        self.relay = OutboxRelay(cfg, settings)
+        self.relay = relay or OutboxRelay(cfg, settings)
         self.thread = threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True)
         self.thread.start()
 
@@ -239,7 +241,9 @@ def test_second_relay_stands_by_and_takes_over(cfg: SfsyncConfig) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'a' || g FROM generate_series(1, 20) g")
             wait_for(lambda: not outbox_ids(cfg), what="first batch relayed")
-            assert a.relay.status.relayed == 20 and b.relay.status.relayed == 0
+            # the relay counts a batch after deleting its rows: wait for the count, not only the delete
+            wait_for(lambda: a.relay.status.relayed == 20, what="first batch counted")
+            assert b.relay.status.relayed == 0
             assert b.relay.status.state == "standby"
             # the active relay's session dies (as when its pod is killed): the standby takes over
             conn.execute("SELECT pg_terminate_backend(%s)", (a.relay.status.backend_pid,))
@@ -247,11 +251,217 @@ def test_second_relay_stands_by_and_takes_over(cfg: SfsyncConfig) -> None:
             wait_for(lambda: a.relay.status.state == "standby", what="old relay back as standby")
             conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'b' || g FROM generate_series(1, 20) g")
             wait_for(lambda: not outbox_ids(cfg), what="second batch relayed")
-        assert b.relay.status.relayed == 20 and a.relay.status.relayed == 20
+            wait_for(lambda: b.relay.status.relayed == 20, what="second batch counted")
+        assert a.relay.status.relayed == 20
     finally:
         a.close()
         b.close()
     assert len({e.source_position for _, e in consume_all(cfg, 40)}) == 40
+
+
+def read_to_end(cfg: SfsyncConfig, topic: str, timeout: float = 60.0) -> list[Message]:
+    """Every message on ``topic`` up to its end now, in partition order (assigned, no group). Hang guard only."""
+    consumer = Consumer({"bootstrap.servers": cfg.kafka.bootstrap_servers, "group.id": "unused",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10, "enable.partition.eof": True})
+    partitions = set(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    out: list[Message] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while at_end != partitions and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                err = m.error()
+                if err is None:
+                    out.append(m)
+                    at_end.discard(m.partition() or 0)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition() or 0)
+    finally:
+        consumer.close()
+    assert at_end == partitions, f"{topic}: did not reach the end of every partition"
+    return out
+
+
+def _alerts(cfg: SfsyncConfig) -> list[Alert]:
+    topic = TopicNames(cfg.kafka.topic_prefix).alerts
+    return [Serde().decode(m.value(), Alert, topic) for m in read_to_end(cfg, topic)]
+
+
+def _with_librdkafka(cfg: SfsyncConfig, **settings: str) -> SfsyncConfig:
+    kafka = cfg.kafka.model_copy(update={"librdkafka": {**cfg.kafka.librdkafka, **settings}})
+    return cfg.model_copy(update={"kafka": kafka})
+
+
+LIMIT = 100_000
+
+
+def test_a_row_too_large_for_the_broker_goes_to_the_dlq_and_the_rest_flows(cfg: SfsyncConfig) -> None:
+    """An outbox row whose message is over the producer's limit (``message.max.bytes`` = 100 kB through
+    ``kafka.librdkafka``; the embedded broker itself accepts anything) goes to ``<prefix>.dlq.salesforce``
+    with the failure headers (stage ``postgres-producer``, class ``MSG_SIZE_TOO_LARGE``, a message naming
+    table, key, outbox id, size and limit) and a JSON value that identifies the row but leaves the values
+    out (the message says why); one alert on ``<prefix>.alerts``; the rows before and after it in the same
+    batch and the rows of later batches reach ``changes.outbound``; the outbox ends empty.
+
+    Failed before the fix: ``produce()`` raised ``KafkaException(MSG_SIZE_TOO_LARGE)``, the relay retried the
+    same batch for ever with a fresh producer and the outbox never drained (hang guard of 60 s).
+    """
+    schema = cfg.postgres.schema_name
+    dsn = cfg.postgres.dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) VALUES ('before')")
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name, title) VALUES ('big', repeat('x', 200000))")
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) VALUES ('after')")
+    first = outbox_ids(cfg)
+    big_id = first[1]
+    relay = RelayThread(_with_librdkafka(cfg, **{"message.max.bytes": str(LIMIT)}), FAST)
+    try:
+        wait_for(lambda: not outbox_ids(cfg), timeout=60, what="outbox drained past the oversized row")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"UPDATE {schema}.contacts SET phone = '555' WHERE last_name = 'after'")
+        wait_for(lambda: not outbox_ids(cfg), timeout=60, what="a later row relayed")
+        assert relay.relay.status.state == "active"
+    finally:
+        relay.close()
+    names = TopicNames(cfg.kafka.topic_prefix)
+    events = [e for _, e in consume_all(cfg, 3)]
+    assert sorted(int(e.source_position) for e in events) == [first[0], first[2], first[2] + 1]
+    dead = read_to_end(cfg, names.dlq("salesforce"))
+    assert len(dead) == 1
+    info = parse_failure_headers(dead[0].headers())
+    assert (info.kind, info.error_class, info.stage, info.attempt) == ("permanent", "MSG_SIZE_TOO_LARGE",
+                                                                       "postgres-producer", 1)
+    for part in (f"outbox row {big_id}", "table contacts", "key Contact:local:2", f"limit {LIMIT}"):
+        assert part in info.message, (part, info.message)
+    assert "values are not in this dead letter" in info.message
+    assert dsn not in info.message
+    assert dead[0].key() == b"Contact:local:2"
+    body = json.loads(dead[0].value())
+    assert body["outbox_id"] == big_id and body["table"] == "contacts" and body["local_key"] == "2"
+    assert body["operation"] == "insert" and body["size"] > LIMIT and body["limit"] == LIMIT
+    assert "new_values" not in body and len(dead[0].value()) < 10_000
+    alerts = _alerts(cfg)
+    assert len(alerts) == 1
+    assert alerts[0].kind is AlertKind.OTHER and alerts[0].object == "Contact"
+    assert alerts[0].details["outbox_id"] == str(big_id) and alerts[0].details["dlq"] == names.dlq("salesforce")
+
+
+def test_a_row_without_a_key_goes_to_the_dlq_and_the_rest_flows(cfg: SfsyncConfig) -> None:
+    """Outbox rows with a NULL and an empty ``local_key`` (and no sfid) cannot be keyed: each goes to
+    ``<prefix>.dlq.salesforce`` with class ``MissingRecordKey``, a message naming table and outbox id, the row
+    itself as JSON (nothing lost), and one alert each; the rows around them reach ``changes.outbound``.
+
+    Failed before the fix: ``record_key`` raised ``ValueError`` out of the relay's loop: the relay died (and a
+    restarted one dies on the same row), the outbox never drained.
+    """
+    schema = cfg.postgres.schema_name
+    outbox = f"{schema}.{cfg.postgres.outbox_table}"
+    dsn = cfg.postgres.dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) VALUES ('before')")
+        conn.execute(f"INSERT INTO {outbox} (table_name, local_key, operation, changed_columns, new_values) VALUES "
+                     "('contacts', NULL, 'insert', '{last_name}', '{\"last_name\": \"null key\"}'), "
+                     "('contacts', '', 'update', '{last_name}', '{\"last_name\": \"empty key\"}')")
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) VALUES ('after')")
+    ids = outbox_ids(cfg)
+    relay = RelayThread(cfg, FAST)
+    try:
+        wait_for(lambda: not outbox_ids(cfg), timeout=60, what="outbox drained past the rows without a key")
+        assert relay.relay.status.state == "active"
+    finally:
+        relay.close()
+    names = TopicNames(cfg.kafka.topic_prefix)
+    events = consume_all(cfg, 2)
+    assert sorted(int(e.source_position) for _, e in events) == [ids[0], ids[3]]
+    dead = sorted(read_to_end(cfg, names.dlq("salesforce")), key=lambda m: json.loads(m.value())["outbox_id"])
+    assert len(dead) == 2
+    for message, outbox_id, key, last_name in zip(dead, ids[1:3], (None, ""), ("null key", "empty key"),
+                                                  strict=True):
+        info = parse_failure_headers(message.headers())
+        assert (info.kind, info.error_class, info.stage) == ("permanent", "MissingRecordKey", "postgres-producer")
+        assert f"outbox row {outbox_id}" in info.message and "table contacts" in info.message
+        body = json.loads(message.value())
+        assert body["outbox_id"] == outbox_id and body["local_key"] == key
+        assert body["new_values"] == {"last_name": last_name}
+    alerts = _alerts(cfg)
+    assert sorted(a.details["outbox_id"] for a in alerts) == sorted(str(i) for i in ids[1:3])
+
+
+class GatedRelay(OutboxRelay):
+    """A relay whose first send waits at a gate, with its batch read: "mid-batch", on demand."""
+
+    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings) -> None:
+        super().__init__(cfg, settings)
+        self.at_gate = threading.Event()
+        self.gate = threading.Event()
+
+    def _send(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.gate.is_set():
+            self.at_gate.set()
+            self.gate.wait(120)
+        return super()._send(*args, **kwargs)
+
+
+SESSION = "sfsync.relay.session"
+
+
+def test_a_terminated_relay_stops_sending_once_the_standby_took_over(cfg: SfsyncConfig) -> None:
+    """``pg_terminate_backend`` of the active relay's session while it holds a batch, with a standby running:
+    the standby takes over and relays everything; the old relay, resuming its batch, finds its lock gone and
+    sends nothing. On the topic every outbox row arrived, each outbox id always with the same event id, and
+    from the first message of the new relay on (per partition) no message of the old one.
+
+    Failed before the fix: the old relay produced its stale batch after the standby had relayed the same
+    rows (and later ones), with new random event ids: each outbox id of that batch arrived with two different
+    event ids.
+    """
+    schema = cfg.postgres.schema_name
+    dsn = cfg.postgres.dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'a' || g FROM generate_series(1, 50) g")
+        gated = GatedRelay(cfg, FAST)
+        a = RelayThread(cfg, FAST, gated)
+        b: RelayThread | None = None
+        try:
+            wait_for(gated.at_gate.is_set, timeout=60, what="first relay active with its batch read")
+            old_session = getattr(gated.status, "session", None)  # (no such field before the fix)
+            b = RelayThread(cfg, FAST)
+            wait_for(lambda: b is not None and b.relay.status.state == "standby", timeout=60, what="standby")
+            conn.execute("SELECT pg_terminate_backend(%s)", (gated.status.backend_pid,))
+            wait_for(lambda: b is not None and b.relay.status.state == "active", timeout=60, what="takeover")
+            wait_for(lambda: not outbox_ids(cfg), timeout=60, what="new relay relayed the batch")
+            conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'b' || g FROM generate_series(1, 10) g")
+            wait_for(lambda: not outbox_ids(cfg), timeout=60, what="new relay relayed later rows")
+            gated.gate.set()  # the old relay resumes the batch it read before its session was terminated
+            wait_for(lambda: gated.status.state == "standby", timeout=60, what="old relay back to standby")
+            conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'c' || g FROM generate_series(1, 5) g")
+            wait_for(lambda: not outbox_ids(cfg), timeout=60, what="new relay still relaying")
+            new_session = getattr(b.relay.status, "session", None)
+        finally:
+            gated.gate.set()
+            a.close()
+            if b is not None:
+                b.close()
+    messages = read_to_end(cfg, TopicNames(cfg.kafka.topic_prefix).changes_outbound)
+    serde = Serde()
+    topic = TopicNames(cfg.kafka.topic_prefix).changes_outbound
+    event_ids: dict[str, set[str]] = {}
+    senders: dict[int, list[str]] = {}
+    for m in messages:
+        event = serde.decode(m.value(), ChangeEvent, topic)
+        event_ids.setdefault(event.source_position, set()).add(event.event_id)
+        session = dict(m.headers() or []).get(SESSION)
+        senders.setdefault(m.partition() or 0, []).append(session.decode() if session else "")
+    assert len(event_ids) == 65  # every row arrived
+    assert {p: ids for p, ids in event_ids.items() if len(ids) > 1} == {}  # one event id per outbox id
+    assert len({i for ids in event_ids.values() for i in ids}) == 65
+    assert old_session and new_session and old_session != new_session
+    for partition, sessions in senders.items():
+        assert new_session in sessions, partition
+        after_takeover = sessions[sessions.index(new_session):]
+        assert old_session not in after_takeover, partition
+    assert gated.status.relayed == 0 and b.relay.status.relayed == 65
 
 
 def _spawn_relay(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -275,7 +485,7 @@ def test_kill_9_mid_stream_loses_nothing(cfg: SfsyncConfig, tmp_path: Path) -> N
     config_file.write_text(yaml.safe_dump(config_dict(cfg)))
     proc = _spawn_relay(config_file, tmp_path / "relay.log")
     try:
-        wait_for(lambda: len(outbox_ids(cfg)) < len(ids) - 200, timeout=30, what="relay under way")
+        wait_for(lambda: len(outbox_ids(cfg)) < len(ids) - 200, what="relay under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -286,7 +496,7 @@ def test_kill_9_mid_stream_loses_nothing(cfg: SfsyncConfig, tmp_path: Path) -> N
     assert left == ids[-len(left):]  # what remains is exactly the unsent tail, in order
     proc = _spawn_relay(config_file, tmp_path / "relay.log")
     try:
-        wait_for(lambda: not outbox_ids(cfg), timeout=30, what="restarted relay drained the outbox")
+        wait_for(lambda: not outbox_ids(cfg), what="restarted relay drained the outbox")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     finally:
