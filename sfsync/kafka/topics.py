@@ -4,6 +4,13 @@ Contract of :func:`apply_topics`: creates what is missing, reports — never
 changes — existing topics whose partition count or managed configs differ,
 never deletes anything. Running it twice is a no-op (the second run reports
 every topic as ``ok``).
+
+Managed configs (:func:`catalogue`): ``min.insync.replicas`` on every topic
+(``kafka.min_insync_replicas``: with ``acks=all`` a record is acknowledged only
+once that many replicas have it), ``cleanup.policy`` on every topic, and on the
+delete-policy topics ``retention.ms`` (``kafka.retention_ms``; DLQ topics:
+``kafka.dlq_retention_ms``, default -1, plus ``retention.bytes=-1``: dead letters
+stay until an operator replays or purges them).
 """
 
 from __future__ import annotations
@@ -105,30 +112,40 @@ class TopicNames:
 
 
 def catalogue(cfg: SfsyncConfig) -> list[TopicSpec]:
-    """Every topic sfsync needs, in a stable order."""
+    """Every topic sfsync needs, in a stable order; each spec has its own config dict."""
     names = TopicNames(cfg.kafka.topic_prefix)
     p = cfg.kafka.partitions
-    keep = {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.retention_ms)}
-    compact = {"cleanup.policy": "compact"}
+    insync = {"min.insync.replicas": str(cfg.kafka.effective_min_insync_replicas)}
+
+    def keep() -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.retention_ms), **insync}
+
+    def dead_letters() -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": str(cfg.kafka.dlq_retention_ms),
+                "retention.bytes": "-1", **insync}
+
+    def compact() -> dict[str, str]:
+        return {"cleanup.policy": "compact", **insync}
+
     specs = [
-        TopicSpec(names.changes_inbound, p, keep, "Salesforce CDC changes, one envelope per record"),
-        TopicSpec(names.changes_outbound, p, keep, "PostgreSQL outbox changes"),
-        TopicSpec(names.apply_local, p, keep, "commands for the PostgreSQL sink"),
-        TopicSpec(names.apply_salesforce, p, keep, "commands for the Salesforce sink"),
+        TopicSpec(names.changes_inbound, p, keep(), "Salesforce CDC changes, one envelope per record"),
+        TopicSpec(names.changes_outbound, p, keep(), "PostgreSQL outbox changes"),
+        TopicSpec(names.apply_local, p, keep(), "commands for the PostgreSQL sink"),
+        TopicSpec(names.apply_salesforce, p, keep(), "commands for the Salesforce sink"),
     ]
     for sink in SINKS:
         specs += [
-            TopicSpec(names.retry(sink, t.name), p, keep, f"{sink} sink retry after {t.delay_ms} ms")
+            TopicSpec(names.retry(sink, t.name), p, keep(), f"{sink} sink retry after {t.delay_ms} ms")
             for t in cfg.retry.tiers
         ]
-        specs.append(TopicSpec(names.dlq(sink), p, keep, f"{sink} sink dead letters"))
+        specs.append(TopicSpec(names.dlq(sink), p, dead_letters(), f"{sink} sink dead letters"))
     specs += [
-        TopicSpec(names.status, p, compact, "latest sync state per record"),
-        TopicSpec(names.links, p, compact, "Salesforce id <-> local key links"),
-        TopicSpec(names.control, 1, compact, "direction pause/resume"),
-        TopicSpec(names.offsets, 1, compact, "CDC replay positions per channel"),
-        TopicSpec(names.metrics, 1, keep, "metric samples"),
-        TopicSpec(names.alerts, 1, keep, "alerts"),
+        TopicSpec(names.status, p, compact(), "latest sync state per record"),
+        TopicSpec(names.links, p, compact(), "Salesforce id <-> local key links"),
+        TopicSpec(names.control, 1, compact(), "direction pause/resume"),
+        TopicSpec(names.offsets, 1, compact(), "CDC replay positions per channel"),
+        TopicSpec(names.metrics, 1, keep(), "metric samples"),
+        TopicSpec(names.alerts, 1, keep(), "alerts"),
     ]
     return specs
 
@@ -175,7 +192,15 @@ def _describe(admin: AdminClient, names: Iterable[str], timeout: float) -> dict[
     return out
 
 
-def _compare(spec: TopicSpec, partitions: int, configs: dict[str, str]) -> list[str]:
+def compare_topic(spec: TopicSpec, partitions: int, configs: dict[str, str]) -> list[str]:
+    """What differs between ``spec`` and an existing topic; empty when it matches.
+
+    ``configs`` is what DescribeConfigs returned for the topic. Only the keys ``spec`` manages are
+    compared, so it works both where every config comes back with its effective value, defaults
+    included (Apache Kafka: a topic without its own ``min.insync.replicas`` shows the broker's, e.g.
+    ``1``), and where only the configs set at creation come back (the embedded broker): a managed key
+    that is absent is not known, so it is not reported.
+    """
     problems: list[str] = []
     if partitions != spec.partitions:
         problems.append(f"partitions: broker has {partitions}, catalogue wants {spec.partitions}")
@@ -197,7 +222,7 @@ def inspect_topics(cfg: SfsyncConfig, timeout: float = 10.0) -> list[TopicReport
         if spec.name not in existing:
             reports.append(TopicReport(spec, TopicState.MISSING))
             continue
-        problems = _compare(spec, existing[spec.name], configs.get(spec.name, {}))
+        problems = compare_topic(spec, existing[spec.name], configs.get(spec.name, {}))
         state = TopicState.MISMATCH if problems else TopicState.OK
         reports.append(TopicReport(spec, state, existing[spec.name], problems))
     return reports

@@ -58,7 +58,8 @@ def test_init_twice_gives_the_same_state(cfg: SfsyncConfig, postgres_dsn: str, s
     assert {t for t, _, _ in before["triggers"]} == {"accounts", "contacts", "cases"}
     assert {name for name, _ in before["functions"]} == {function_name(t) for t in ("accounts", "contacts", "cases")}
     tables = {t for t, *_ in before["columns"]}
-    assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox"), VERSIONS_TABLE}
+    assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox"),
+                      VERSIONS_TABLE}
 
 
 def test_trigger_fires_only_when_an_outbound_column_changes(postgres_dsn: str, schema: str) -> None:
