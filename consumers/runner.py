@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from consumers.backlog import BacklogProbe, FillState, batch_complete
 from consumers.base import Sink, SinkUnavailable
@@ -237,40 +237,73 @@ class SinkRunner:
                 continue
             batch.append((msg, command))
         if batch:
-            results = self._write_until_accepted([c for _, c in batch], stop)
-            if results is None:
+            outcome = self._write_until_accepted(batch, stop)
+            if outcome is None:
                 return  # stopping while the target was unavailable: nothing committed
+            batch, results = outcome
             self._route(batch, results)
         self.producer.flush(60)
-        commit_messages(self.consumer, consumed)
+        # partitions taken away meanwhile (a rebalance during an outage) are their new owner's: not committed
+        owned = self._assigned()
+        self._commit([m for m in consumed if (m.topic() or "", m.partition() or 0) in owned])
         self.stats.batches += 1
 
-    def _write_until_accepted(self, commands: list[ApplyCommand], stop: threading.Event) -> list[Failure | None] | None:
+    def _assigned(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def _commit(self, messages: list[Message]) -> None:
+        try:
+            commit_messages(self.consumer, messages)
+        except KafkaException as e:
+            # The group moved on (this member was too slow or left): the new owner reads these messages
+            # again from the last commit; the versions at the target make the repeat harmless.
+            log.warning("%s sink: offsets not committed, the batch is abandoned to the partitions' new owner (%s)",
+                        self.sink.name, e)
+
+    def _write_until_accepted(self, batch: list[tuple[Message, ApplyCommand]], stop: threading.Event
+                              ) -> tuple[list[tuple[Message, ApplyCommand]], list[Failure | None]] | None:
+        """Write ``batch`` until the target takes it: (what was written, its results); ``None`` when stopped.
+
+        While the target is unavailable every assigned partition stays paused, also those a rebalance
+        assigns meanwhile, and anything a keep-alive poll still returns is sought back to, so nothing
+        received is lost. Before each attempt, the records of partitions taken away are dropped from the
+        batch: their new owner writes them.
+        """
         backoff = Backoff(0.5, 30.0)
-        paused: list[TopicPartition] = []
+        paused = False
         try:
             while True:
+                if paused:
+                    owned = self._assigned()
+                    batch = [(m, c) for m, c in batch if (m.topic() or "", m.partition() or 0) in owned]
                 try:
-                    return self._write_versioned(commands)
+                    return batch, self._write_versioned([c for _, c in batch])
                 except SinkUnavailable as e:
                     self.stats.unavailable += 1
                     if e.alert and not paused:  # once per outage, not per retry
                         self._alert(e)
                     wait = max(backoff.next(), e.retry_after)
                     log.warning("%s sink unavailable (%s); retrying the batch of %d in %.1f s",
-                                self.sink.name, e, len(commands), wait)
-                    if not paused:
-                        paused = list(self.consumer.assignment())
-                        self.consumer.pause(paused)
+                                self.sink.name, e, len(batch), wait)
+                    paused = True
                     deadline = time.monotonic() + wait
                     while time.monotonic() < deadline:
                         if stop.is_set():
                             return None
                         self.health.beat()
-                        self.consumer.poll(0.1)  # keeps the group membership alive; paused: returns nothing
+                        self._keep_alive_paused()
         finally:
             if paused:
-                self.consumer.resume(paused)
+                self.consumer.resume(self.consumer.assignment())
+
+    def _keep_alive_paused(self) -> None:
+        """Poll to keep the group membership, with every assigned partition paused (a rebalance may have
+        added some since the last poll); a message that still comes is sought back to, for later."""
+        self.consumer.pause(self.consumer.assignment())
+        msg = self.consumer.poll(0.1)
+        if msg is not None and msg.error() is None:
+            self.consumer.seek(TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+            self.consumer.pause(self.consumer.assignment())
 
     def _write_versioned(self, commands: list[ApplyCommand]) -> list[Failure | None]:
         """Write what is not older than the target's versions (:mod:`consumers.versions`), with the records
