@@ -1,32 +1,59 @@
 """The faust-streaming processor: changes in, apply commands out (``sfsync run processor``).
 
 Two agents, one per direction, each thin: decode, call the pure mapping
-(:mod:`processors.mapping`), consult the record's last synced values, send.
+(:mod:`processors.mapping`) and the record-state decision (:mod:`processors.state`), send.
 
 - ``changes.inbound``  -> :func:`~processors.mapping.map_inbound`  -> ``apply.local``
 - ``changes.outbound`` -> :func:`~processors.mapping.map_outbound` -> ``apply.salesforce``
 
-Per-record last-synced values live in faust Tables keyed like the streams
-(the record key), so state and events meet in one partition and a restarted
-worker rebuilds them from the changelog. faust runs at-least-once here (the
-embedded broker cannot run aiokafka's idempotent producer): a redelivered
-change maps to values already synced and becomes a no-op, and the sinks are
-idempotent. Undecodable or unmappable records go to the direction's DLQ with
-the reason; the stream goes on.
+Per-record last-synced values live in faust Tables keyed like the streams (the record key), so state and
+events meet in one partition and a restarted worker rebuilds them from the changelog. faust runs
+at-least-once here (the embedded broker cannot run aiokafka's idempotent producer); the sinks are idempotent.
+
+Order per event: **decide -> send -> record**. The decision (decode, map, compare with the record's state,
+encode) sends nothing; then the command goes to the producer; only once the producer took it does the
+Table record the state it produced. A source offset is acknowledged to faust (and so committed) only when
+every message sent for it was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
+faust commits the highest consecutive run of acknowledged offsets and does not reliably stop at an
+unacknowledged first one. A change replayed after a crash is at or below the position stored with the
+state and is sent again in full (:func:`processors.state.next_output`).
+
+Failures:
+
+- **The change's own fault** — undecodable, unmappable, not encodable (``EncodeError``), or any other
+  exception while deciding: the change goes to the direction's DLQ with the reason (error class = the
+  exception's) and its origin, and the stream goes on. Deciding depends on nothing but the change and its
+  state (the registry aside), so it fails the same way on every retry: stopping would only block the whole
+  direction behind one record.
+- **The environment's fault** — the schema registry failing (``RegistryError``), a send that fails (raised
+  at once or reported at delivery), the Table refusing the entry, or a dead letter that cannot be sent:
+  the worker **stops without committing the change** (``app.crash``; the process exits non-zero), and the
+  restarted worker (Kubernetes, ``sfsync dev``) processes it again. A failure before the producer took
+  the command leaves no state of it in the Table; one reported at delivery finds its state recorded, so
+  the change is a redelivery and goes out in full. Not dead-lettered: the DLQ send goes through the same
+  producer and broker as the failed send, so it likely fails as well, and while the broker, a topic or
+  the registry is down every change would land in the DLQ for an operator to replay by hand. A command
+  the producer refuses as too large (> 1 MB) also stops the worker, until an operator removes or shrinks
+  the change.
+
+faust itself would restart the agent after an unhandled exception and skip the event that raised
+(faust-streaming issue 527): nothing escapes the agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
 from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound
-from processors.state import dump_state, load_state, next_output
+from processors.state import SourcePosition, dump_state, load_state, next_output
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
@@ -35,7 +62,7 @@ from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
 from sfsync.records import ChangeEvent
-from sfsync.serde import DecodeError, Serde
+from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
 
@@ -91,41 +118,86 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         direction: str, source: Any, target: Any, dlq: Any, state: Any,
         mapper: Callable[[ChangeEvent, SfsyncConfig], MapResult],
     ) -> None:
+        def decide(event: Any) -> Outgoing | None:
+            """What to send for one event (``None``: nothing). Sends nothing, stores nothing; raises
+            ``RegistryError`` when the registry fails, anything else is about the change itself."""
+            msg = event.message
+            key: bytes | None = event.key
+            try:
+                change = serde.decode(event.value, ChangeEvent, msg.topic)
+            except DecodeError as e:
+                stats.add(f"{direction}.decode_failed")
+                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))
+            result = mapper(change, cfg)
+            if isinstance(result, Skipped):
+                stats.add(f"{direction}.skipped")
+                return None
+            if isinstance(result, Failed):
+                stats.add(f"{direction}.mapping_failed")
+                log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
+                            change.key, result.reason)
+                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "CoercionError", result.reason))
+            assert isinstance(result, Mapped)
+            if result.unmapped_fields:
+                stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
+            state_key = key or change.key.encode()
+            stored = load_state(state.get(state_key))
+            command, synced = next_output(result.command, stored, change.event_id,
+                                          SourcePosition(msg.partition, msg.offset))
+            if command is None:
+                stats.add(f"{direction}.unchanged")
+                return None
+            stats.add(f"{direction}.applied" if synced is not None else f"{direction}.redelivered")
+            try:
+                value = serde.encode(command, target.get_topic_name())
+            except EncodeError as e:
+                stats.add(f"{direction}.encode_failed")
+                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "EncodeError", str(e)))
+            return Outgoing(target, state_key, value, lineage_headers(msg.partition, msg.offset),
+                            state_key=state_key if synced is not None else None,
+                            state_value=dump_state(synced) if synced is not None else None)
+
+        async def crash(event: Any, exc: BaseException) -> None:
+            """Stop the worker; ``event`` stays unacknowledged, so its offset is not committed."""
+            msg = event.message
+            stats.add(f"{direction}.worker_stopped")
+            log.critical("%s: stopping the worker without committing %s[%d]@%d: %s: %s", direction, msg.topic,
+                         msg.partition, msg.offset, type(exc).__name__, exc)
+            await app.crash(exc)
+
+        async def stop_worker(event: Any, exc: BaseException) -> NoReturn:
+            """:func:`crash`, then wait to be cancelled by the stopping worker: nothing after ``event`` runs."""
+            await crash(event, exc)
+            await _parked()
+
         async def process(stream: Any) -> None:
+            acks = InOrderAcks(on_failed_delivery=lambda event, exc: asyncio.ensure_future(crash(event, exc)),
+                               on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
+                                                                             e.message))
             async for event in stream.events():
-                msg = event.message
-                key: bytes | None = event.key
-                origin = Origin(msg.topic, msg.partition, msg.offset)
+                held = acks.hold(event)
+                if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
+                    await _parked()
                 try:
-                    change = serde.decode(event.value, ChangeEvent, msg.topic)
-                except DecodeError as e:
-                    stats.add(f"{direction}.decode_failed")
-                    await _dead_letter(dlq, key, event.value, Failure(FailureKind.PERMANENT, "DecodeError", e.reason),
-                                       origin)
+                    out = decide(event)
+                except RegistryError as e:
+                    await stop_worker(event, e)
+                except Exception as e:  # deciding is pure: an error there is about this change
+                    msg = event.message
+                    stats.add(f"{direction}.unexpected_failed")
+                    log.exception("%s %s[%d]@%d: unexpected error; dead-lettering the change", direction,
+                                  msg.topic, msg.partition, msg.offset)
+                    out = _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))
+                if out is None:
+                    acks.done(held)
                     continue
-                result = mapper(change, cfg)
-                if isinstance(result, Skipped):
-                    stats.add(f"{direction}.skipped")
-                    continue
-                if isinstance(result, Failed):
-                    stats.add(f"{direction}.mapping_failed")
-                    log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
-                                change.key, result.reason)
-                    await _dead_letter(dlq, key, event.value,
-                                       Failure(FailureKind.PERMANENT, "CoercionError", result.reason), origin)
-                    continue
-                assert isinstance(result, Mapped)
-                if result.unmapped_fields:
-                    stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
-                state_key = key or change.key.encode()
-                command, synced = next_output(result.command, load_state(state.get(state_key)), change.event_id)
-                state[state_key] = dump_state(synced)
-                if command is None:
-                    stats.add(f"{direction}.unchanged")
-                    continue
-                stats.add(f"{direction}.applied")
-                await target.send(key=key or change.key.encode(), value=serde.encode(command, target.get_topic_name()),
-                                  headers=lineage_headers(msg.partition, msg.offset))
+                try:
+                    delivery = await out.topic.send(key=out.key, value=out.value, headers=out.headers)
+                    if out.state_key is not None:
+                        state[out.state_key] = out.state_value
+                except Exception as e:
+                    await stop_worker(event, e)
+                acks.when_delivered(held, delivery)
 
         process.__name__ = f"{direction}_agent"
         app.agent(source, name=f"{direction}")(process)
@@ -137,9 +209,81 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     return app, stats
 
 
-async def _dead_letter(dlq: Any, key: bytes | None, value: bytes, failure: Failure, origin: Origin) -> None:
-    headers = failure_headers(failure, stage="processor", attempt=1, origin=origin, now=datetime.now(UTC))
-    await dlq.send(key=key, value=value, headers=headers)
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The one message an event sends, and the Table entry to record once the producer took it."""
+
+    topic: Any
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    state_key: bytes | None = None
+    state_value: bytes | None = None
+
+
+async def _parked() -> NoReturn:
+    """Wait until cancelled (the stopping worker cancels its agents)."""
+    await asyncio.get_running_loop().create_future()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _dead_letter(dlq: Any, event: Any, failure: Failure) -> Outgoing:
+    """The dead letter of ``event``: its original key and value, the failure headers with its origin."""
+    msg = event.message
+    headers = failure_headers(failure, stage="processor", attempt=1, origin=Origin(msg.topic, msg.partition,
+                                                                                      msg.offset),
+                              now=datetime.now(UTC))
+    return Outgoing(dlq, event.key, event.value, headers)
+
+
+@dataclass
+class _Held:
+    event: Any
+    done: bool = False
+
+
+@dataclass
+class InOrderAcks:
+    """Acknowledges a source partition's events to faust strictly in offset order, each once the message
+    sent for it was delivered (or at once when nothing was sent), so faust commits no offset past an event
+    whose output is not durable. A failed delivery is never acknowledged: ``on_failed_delivery`` stops the
+    worker, and every later event of that partition stays unacknowledged behind it.
+
+    :meth:`hold` takes one extra reference on the event's message (faust acknowledges a message when its
+    last reference is released; the stream releases its own when the agent moves on).
+    """
+
+    on_failed_delivery: Callable[[Any, BaseException], object]
+    on_acked: Callable[[Any], object] = lambda _event: None
+    failed: list[BaseException] = field(default_factory=list)
+    _pending: defaultdict[Any, deque[_Held]] = field(default_factory=lambda: defaultdict(deque))
+
+    def hold(self, event: Any) -> _Held:
+        event.message.incref()
+        held = _Held(event)
+        self._pending[event.message.tp].append(held)
+        return held
+
+    def done(self, held: _Held) -> None:
+        """``held`` needs nothing more; acknowledge it and the events behind it that are done too."""
+        held.done = True
+        queue = self._pending[held.event.message.tp]
+        while queue and queue[0].done:
+            event = queue.popleft().event
+            if event.ack():  # the last reference: the offset may be committed now
+                self.on_acked(event)
+
+    def when_delivered(self, held: _Held, delivery: asyncio.Future[Any]) -> None:
+        """:meth:`done` once ``delivery`` succeeds; on failure, ``on_failed_delivery`` and nothing acknowledged."""
+        def delivered(future: asyncio.Future[Any]) -> None:
+            exc = future.exception() if not future.cancelled() else asyncio.CancelledError("delivery cancelled")
+            if exc is None:
+                self.done(held)
+            else:
+                self.failed.append(exc)
+                self.on_failed_delivery(held.event, exc)
+
+        delivery.add_done_callback(delivered)
 
 
 def watch_health(app: faust.App, health: Health) -> None:

@@ -15,7 +15,8 @@ Implements :class:`consumers.base.Sink` (``name = "postgres"``). Contract:
   already holds that sfid; otherwise ``INSERT ... ON CONFLICT (sfid) DO
   UPDATE SET`` only the columns the command carries. Reference columns carry
   the referenced record's Salesforce id and are stored as that record's local
-  key (``NULL`` while it has no local row).
+  key; a record whose referenced record has no local row yet fails with a
+  transient ``REFERENCE_NOT_SYNCED`` (retried until the parent has arrived).
 - **Delete** by the object's delete policy: ``propagate`` deletes the row by
   sfid, ``unlink`` sets its sfid to NULL, ``ignore`` writes nothing.
   Undelete is an upsert.
@@ -26,8 +27,10 @@ Implements :class:`consumers.base.Sink` (``name = "postgres"``). Contract:
   ``Failure("SQLSTATE <code>", "<schema.table>: <message> (column <c>)")``
   and every other record of the batch commits. Later commands of a failed
   record in the same batch fail with it (order is kept). Errors that concern
-  a statement, not a record (class 42: missing table/column, permissions)
-  fail every record of the group without bisecting.
+  the schema, not a record (class 42: missing table/column, permissions) raise
+  :class:`SchemaChanged`: the sink pauses with a ``schema_change`` alert and
+  retries the batch until the schema is repaired (nothing dead-lettered);
+  class 0A (feature not supported) fails every record of the group.
 - **Database unavailable** (cannot connect, connection lost, shutdown,
   resources, class 08/53/57/58): :class:`~consumers.base.SinkUnavailable` is
   raised and nothing of the batch is committed. Deadlocks and serialization
@@ -63,12 +66,22 @@ from sfsync.config import SfsyncConfig
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
 from sfsync.database.connect import connect
 from sfsync.failures import Failure, FailureKind
-from sfsync.records import ApplyCommand, Direction
+from sfsync.records import AlertKind, ApplyCommand, Direction
 
 log = logging.getLogger("sfsync.sink.postgres")
 
 APPLICATION_NAME = "sfsync-postgres-sink"
 TX_RETRIES = 3
+
+
+class SchemaChanged(SinkUnavailable):
+    """A mapped table, column or permission is missing (SQLSTATE class 42): every record would fail the same
+    way, so the sink pauses with one alert and retries the batch, instead of dead-lettering everything."""
+
+    alert_kind = AlertKind.SCHEMA_CHANGE
+
+    def __init__(self, message: str, retry_after: float = 30.0) -> None:
+        super().__init__(message, retry_after=retry_after, alert=True)
 
 
 class ErrorScope(StrEnum):
@@ -271,6 +284,11 @@ class PostgresSink:
             if scope in (ErrorScope.DATABASE, ErrorScope.TRANSACTION):
                 raise
             if scope is ErrorScope.STATEMENT:
+                if (e.sqlstate or "").startswith("42"):
+                    primary = e.diag.message_primary or str(e).strip()
+                    raise SchemaChanged(f"PostgreSQL refuses writes to {plan.schema}.{plan.table}: SQLSTATE "
+                                        f"{e.sqlstate} {primary} (a migration or a permission change? the sink "
+                                        f"waits and retries the batch)") from None
                 failure = self._failure(conn, e, plan, None)
                 return [(op, failure) for op in ops]
             if len(ops) == 1:
@@ -315,6 +333,11 @@ class PostgresSink:
         if kind is OpKind.LINK:
             self._run(conn, statements.link_by_key(plan, plans), [op_json(op, plan) for op in ops])
             return []
+        waiting = self._unresolved_references(conn, plan, ops, plans)
+        if waiting:
+            ops = [op for i, op in enumerate(ops) if i not in waiting]
+            if not ops:
+                return list(waiting.values())
         columns = sorted(ops[0].values)
         docs = [op_json(op, plan) for op in ops]
         remaining = list(range(len(ops)))
@@ -334,8 +357,32 @@ class PostgresSink:
         to_insert = [docs[i] for i in remaining if ops[i].sfid]
         if to_insert:
             self._run(conn, statements.insert_on_sfid(plan, columns, plans), to_insert)
-        return failures
+        return failures + list(waiting.values())
+
+    def _unresolved_references(self, conn: psycopg.Connection, plan: ObjectPlan, ops: list[Op],
+                               plans: Mapping[str, ObjectPlan]) -> dict[int, tuple[Op, Failure]]:
+        """Ops (by position) that reference a record with no local row yet: a transient
+        ``REFERENCE_NOT_SYNCED`` (the parent may still be on its way; the runner retries the child)."""
+        waiting: dict[int, tuple[Op, Failure]] = {}
+        for column, ref in plan.references.items():
+            wanted = {i: str(op.values[column]) for i, op in enumerate(ops)
+                      if i not in waiting and op.values.get(column) not in (None, "")}
+            if not wanted:
+                continue
+            target = plans[ref]
+            cur = self._run_params(conn, statements.missing_sfids(target), (sorted(set(wanted.values())),))
+            missing = {row[0] for row in cur.fetchall()}
+            for i, sfid in wanted.items():
+                if sfid in missing:
+                    waiting[i] = (ops[i], Failure(
+                        FailureKind.TRANSIENT, "REFERENCE_NOT_SYNCED",
+                        f"{plan.schema}.{plan.table}.{column}: {ref} {sfid} has no local row yet "
+                        f"({target.schema}.{target.table}); retried until it arrives"))
+        return waiting
 
     def _run(self, conn: psycopg.Connection, query: sql.Composed, docs: list[dict[str, object]]) -> psycopg.Cursor:
+        return self._run_params(conn, query, (Jsonb(docs),))
+
+    def _run_params(self, conn: psycopg.Connection, query: sql.Composed, params: tuple[object, ...]) -> psycopg.Cursor:
         self.stats.statements += 1
-        return conn.execute(query, (Jsonb(docs),))
+        return conn.execute(query, params)

@@ -126,6 +126,13 @@ def link_by_key(plan: ObjectPlan, plans: Mapping[str, ObjectPlan]) -> sql.Compos
     )
 
 
+def missing_sfids(plan: ObjectPlan) -> sql.Composed:
+    """Which of the Salesforce ids in the text-array parameter no row of ``plan``'s table holds."""
+    return sql.SQL("SELECT x.s FROM unnest(%s::text[]) AS x(s) WHERE NOT EXISTS "
+                   "(SELECT 1 FROM {t} AS r WHERE r.{sf} = x.s)").format(
+        t=_t(plan), sf=sql.Identifier(plan.sfid_column))
+
+
 def probe_column(plan: ObjectPlan, column: str) -> sql.Composed:
     """Convert one column of one document: fails exactly when that column's value is bad for its type."""
     return sql.SQL("SELECT (jsonb_populate_record(NULL::{t}, %s::jsonb)).{c}").format(

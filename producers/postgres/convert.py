@@ -20,7 +20,15 @@ commit_ts           ``committed_at``
 source_position     ``id`` as text
 transaction_key     ``txid`` as text
 origin              ``origin``
+event_id            :func:`outbox_event_id`: UUIDv5 of the outbox's identity
+                    (database, table, table oid) and ``id``: the same row gets
+                    the same id however often, by whichever relay, it is sent
 ==================  ===========================================================
+
+:func:`prepare_row` is the relay's decision per row: a message ready to send
+(:class:`Prepared`) or a permanent refusal (:class:`Refused`: no record key,
+not convertible, not encodable, over the message limit) that the relay
+dead-letters with :func:`row_dead_letter` instead of blocking the outbox.
 
 Kafka key (:func:`event_key`): ``record_key(object, sfid, local_key)`` — the
 ``{object}:{sfid}`` form once the row is linked, ``{object}:local:{key}``
@@ -33,21 +41,49 @@ the inbound direction uses for the same record. See docs/postgres.md.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from producers.deadletters import SIZE_ERROR, DeadLetter, build_dead_letter, message_size, too_large
 from sfsync.coercion import CoercionError, coerce
 from sfsync.config import ObjectMapping, SfsyncConfig
+from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source, record_key
+from sfsync.serde import EncodeError, Serde
 
 OPERATIONS: dict[str, Operation] = {
     "insert": Operation.CREATE,
     "update": Operation.UPDATE,
     "delete": Operation.DELETE,
 }
+
+
+STAGE = "postgres-producer"
+_EVENT_NS = uuid.UUID("4f1d2c8e-95a3-4a51-b0d4-0c6e3f7a9b21")
+#: Longest key quoted in an error message, and kept in a dead letter's identity (the row keeps it whole).
+_KEY_QUOTE = 200
+_KEY_KEPT = 1000
+
+
+def outbox_source(database: str, schema: str, table: str, oid: int) -> str:
+    """The identity of one outbox: database, qualified table name and the table's oid.
+
+    A physical fail-over keeps all of them (the standby is a copy), so a row re-sent by the new primary's
+    relay keeps its event id; an outbox dropped and created again restarts its ids but gets a new oid, so
+    no event id is ever reused for another change.
+    """
+    return f"{database}/{schema}.{table}#{oid}"
+
+
+def outbox_event_id(source: str, outbox_id: int) -> str:
+    """The event id of outbox row ``outbox_id`` of the outbox ``source`` (:func:`outbox_source`): a UUIDv5,
+    deterministic, so downstream de-duplication (and the command ids derived from it) sees a re-sent row
+    as the same change."""
+    return str(uuid.uuid5(_EVENT_NS, f"{source}|{outbox_id}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +134,9 @@ def _typed(value: FieldPyValue, obj: ObjectMapping, column: str) -> FieldPyValue
     return value
 
 
-def row_to_event(row: OutboxRow, index: TableIndex) -> ChangeEvent:
-    """The change event of one outbox row (see the module table).
+def row_to_event(row: OutboxRow, index: TableIndex, source: str = "") -> ChangeEvent:
+    """The change event of one outbox row (see the module table); ``source`` is the outbox's identity
+    (:func:`outbox_source`) its event id is derived from.
 
     Raises ``ValueError`` for an operation the trigger never writes.
     """
@@ -134,6 +171,7 @@ def row_to_event(row: OutboxRow, index: TableIndex) -> ChangeEvent:
         source_position=str(row.id),
         transaction_key=str(row.txid),
         origin=row.origin,
+        event_id=outbox_event_id(source, row.id),
     )
 
 
@@ -154,4 +192,115 @@ def row_from_db(values: Mapping[str, Any]) -> OutboxRow:
         txid=int(values["txid"]),
         committed_at=values["committed_at"],
         origin=values["origin"],
+    )
+
+
+# --------------------------------------------------------------------------- one row's fate
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An outbox row as the message the relay sends: Kafka key and encoded envelope."""
+
+    row: OutboxRow
+    object: str
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An outbox row that can never be sent as it is (a permanent failure): it goes to the DLQ.
+
+    ``error_class``: ``MissingRecordKey``, ``InvalidOutboxRow``, ``EncodeError`` or ``MSG_SIZE_TOO_LARGE``;
+    ``reason`` names table, outbox id, key and (for size) size vs limit; ``key`` is the record key when known.
+    """
+
+    row: OutboxRow
+    object: str
+    key: str | None
+    error_class: str
+    reason: str
+    size: int | None = None
+    limit: int | None = None
+
+
+def describe_row(row: OutboxRow, key: str | None = None) -> str:
+    """``outbox row 12 of table contacts`` (``(key Contact:local:7)`` when known): how errors name a row."""
+    text = f"outbox row {row.id} of table {row.table_name}"
+    return f"{text} (key {key[:_KEY_QUOTE]})" if key else text
+
+
+def _object_of(row: OutboxRow, index: TableIndex) -> str:
+    found = index.by_table.get(row.table_name)
+    return found[0] if found is not None else row.table_name
+
+
+def refuse_for_size(prepared: Prepared, size: int, limit: int | None, by: str = "") -> Refused:
+    """The refusal of a prepared message that is too large (``limit`` ``None``: a lower limit of the broker's)."""
+    what = too_large(size, limit) if limit is not None else f"the broker refused the {size}-byte message for its size"
+    return Refused(prepared.row, prepared.object, prepared.key, SIZE_ERROR,
+                   f"{describe_row(prepared.row, prepared.key)}: {what}{by}: its values are not in this dead letter, "
+                   "which holds what identifies the row (re-save the row once it is smaller, or raise the limit)",
+                   size, limit)
+
+
+def prepare_row(row: OutboxRow, index: TableIndex, serde: Serde, topic: str, source: str, limit: int,
+                header_bytes: int = 0) -> Prepared | Refused:
+    """The fate of one outbox row: the message to send, or why it can never be sent.
+
+    Refused (permanently): an operation the trigger never writes or values that make no envelope
+    (``InvalidOutboxRow``), no record key — ``local_key`` NULL or empty and no sfid (``MissingRecordKey``),
+    an envelope the serde cannot encode (``EncodeError``), a message over ``limit`` bytes counting key,
+    value and ``header_bytes`` (``MSG_SIZE_TOO_LARGE``). A Schema Registry outage is not a refusal: its
+    ``RegistryError`` propagates (retry later).
+    """
+    object_name = _object_of(row, index)
+    try:
+        event = row_to_event(row, index, source)
+    except (ValueError, TypeError) as e:
+        return Refused(row, object_name, None, "InvalidOutboxRow",
+                       f"{describe_row(row)} makes no change event: {e}"[:1000])
+    try:
+        key = event_key(event)
+    except ValueError:
+        state = "NULL" if row.local_key is None else "empty"
+        return Refused(row, object_name, None, "MissingRecordKey",
+                       f"{describe_row(row)} has no key: local_key is {state} and the row has no sfid, so the "
+                       "change cannot be keyed (is the table's key column nullable?)")
+    try:
+        value = serde.encode(event, topic)
+    except EncodeError as e:
+        return Refused(row, object_name, key, "EncodeError", f"{describe_row(row, key)} cannot be encoded: {e}"[:1000])
+    prepared = Prepared(row, object_name, key, value)
+    size = message_size(key, value) + header_bytes
+    if size > limit:
+        return refuse_for_size(prepared, size, limit)
+    return prepared
+
+
+def row_dead_letter(refused: Refused, *, dlq: str, outbox: str, source: str, limit: int) -> DeadLetter:
+    """The dead letter of a refused row (see :mod:`producers.deadletters`): the row's identity as JSON
+    (outbox id, table, object, key, operation, changed columns, txid, commit time, origin, and for a size
+    failure size and limit) plus its ``new_values`` when they fit and size was not the problem. Origin:
+    ``outbox`` (``schema.table``), partition -1, offset = the outbox id."""
+    row = refused.row
+    document: dict[str, Any] = {
+        "outbox_id": row.id, "table": row.table_name, "object": refused.object,
+        "local_key": row.local_key[:_KEY_KEPT] if row.local_key else row.local_key,
+        "record_key": refused.key[:_KEY_KEPT] if refused.key else None,
+        "operation": row.operation, "changed_columns": row.changed_columns, "txid": row.txid,
+        "committed_at": row.committed_at.isoformat(), "origin": row.origin, "error_class": refused.error_class,
+    }
+    if refused.size is not None:
+        document["size"] = refused.size
+        document["limit"] = refused.limit
+    details = {"outbox_id": str(row.id), "table": row.table_name}
+    if refused.key:
+        details["key"] = refused.key[:_KEY_QUOTE]
+    return build_dead_letter(
+        topic=dlq, key=refused.key[:_KEY_KEPT] if refused.key else None,
+        failure=Failure(FailureKind.PERMANENT, refused.error_class, refused.reason), stage=STAGE,
+        origin=Origin(outbox, -1, row.id), document=document, bulky=("new_values", row.new_values),
+        limit=limit, alert_identity=f"{source}|{row.id}", alert_object=refused.object, alert_details=details,
     )

@@ -7,15 +7,35 @@ Contract:
   on the connection it reads and deletes with. Other replicas are hot
   standbys: they retry the lock every ``standby_check_s`` and take over as
   soon as the active relay's session ends (process killed, connection
-  terminated, host gone). A relay whose connection dies stops relaying at
-  once (its deletes would fail anyway) and goes back to standby.
+  terminated, host gone).
+- **The lock is confirmed before every send.** Before it produces a batch (and
+  each retry of it, and its dead letters) the relay checks in ``pg_locks`` that
+  its own session still holds the lock, and again every ``lock_check_s`` while
+  it waits for the broker's acks. A relay whose session is gone (the check
+  fails) or whose lock is gone (the check answers no) stops being active at
+  once: it purges what its producer still holds, sends nothing more, and goes
+  back to standby. So after a standby took over, the old relay does not keep
+  retrying its batch; a message already handed to the broker before the check
+  may still land, as a duplicate with the same event id.
+- **Deterministic event ids.** A row's event id is a UUIDv5 of the outbox's
+  identity (database, table, table oid) and the outbox id
+  (:func:`~producers.postgres.convert.outbox_event_id`): however often, by
+  whichever relay, a row is sent, it is the same change to the processor.
+  Each message carries the header ``sfsync.relay.session``
+  (``host:pid:backend pid``) of the relay that sent it.
 - **At-least-once, in order.** Rows are read in id order in batches; each
-  batch is produced with the idempotent producer and ``flush()``-ed; only
-  after the broker acknowledged every message of the batch are those rows
-  deleted by id (or moved to the archive table). Kill -9 at any moment:
-  rows not yet deleted are sent again on restart (duplicates possible, loss
-  not). A failed delivery deletes nothing: the batch is sent again after a
-  backoff, with a fresh producer.
+  batch is produced with the idempotent producer and flushed; only after the
+  broker acknowledged every message of the batch are those rows deleted by id
+  (or moved to the archive table). Kill -9 at any moment: rows not yet deleted
+  are sent again on restart (duplicates possible, loss not). A failed delivery
+  deletes nothing: the batch is sent again after a backoff, with a fresh producer.
+- **A bad row does not block the outbox.** A row that can never be sent (no
+  record key, not convertible, not encodable, larger than the message limit —
+  the client's ``message.max.bytes`` or the broker's) goes to
+  ``<prefix>.dlq.salesforce`` (:mod:`producers.deadletters`) with one alert on
+  ``<prefix>.alerts``; the rest of its batch and everything behind it flows.
+  Its row is deleted like the others, only after the dead letter and the
+  alert were acknowledged.
 - **Wake-ups.** The relay LISTENs on the outbox channel (the trigger's
   ``pg_notify``) and also polls every ``poll_interval_s``, so a missed
   notification costs at most one poll interval.
@@ -25,21 +45,36 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 
 import psycopg
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 
-from producers.postgres.convert import OutboxRow, TableIndex, event_key, row_from_db, row_to_event
+from producers.deadletters import DeadLetter, direction_dlq, is_size_error, message_limit, message_size
+from producers.postgres.convert import (
+    OutboxRow,
+    Prepared,
+    Refused,
+    TableIndex,
+    outbox_source,
+    prepare_row,
+    refuse_for_size,
+    row_dead_letter,
+    row_from_db,
+)
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
 from sfsync.database.connect import connect
@@ -47,13 +82,46 @@ from sfsync.database.schema import archive_table_name, notify_channel, relay_loc
 from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, DeliveryError, FlushTimeout, make_producer
 from sfsync.kafka.topics import TopicNames
+from sfsync.records import Direction
 from sfsync.serde import Serde
 from sfsync.signals import stop_on_signals
 
 log = logging.getLogger("sfsync.relay")
 
 APPLICATION_NAME = "sfsync-postgres-relay"
+#: Header naming the relay session that sent a message (``host:pid:backend pid``).
+H_SESSION = "sfsync.relay.session"
 _COLUMNS = "id, table_name, local_key, operation, changed_columns, new_values, txid, committed_at, origin"
+#: Does this session hold the relay's advisory lock? (A bigint key is held as classid = high 32 bits,
+#: objid = low 32 bits, objsubid = 1.)
+_HOLDS_LOCK = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
+    "AND objsubid = 1 AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0))"
+)
+_OUTBOX_IDENTITY = (
+    "SELECT current_database(), c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+class LockLost(Exception):
+    """The relay's session no longer holds the advisory lock: it must stop being active."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    topic: str
+    key: str | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """The broker's (or, ``local``, the client's) answer for one message; ``error`` ``None``: acknowledged."""
+
+    error: KafkaError | None
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +137,7 @@ class RelaySettings:
     flush_timeout_s: float = 30.0
     backoff_s: float = 0.5
     max_backoff_s: float = 15.0
+    lock_check_s: float = 1.0
 
     @classmethod
     def from_config(cls, cfg: SfsyncConfig) -> RelaySettings:
@@ -87,9 +156,12 @@ class RelayStatus:
 
     state: str = "starting"  # starting | standby | active | stopped
     backend_pid: int | None = None
+    session: str | None = None  # host:pid:backend pid, the H_SESSION header of what this relay sends
     relayed: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     takeovers: int = 0
+    lock_losses: int = 0
     last_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -102,7 +174,11 @@ class OutboxRelay:
         self.health = health or Health("postgres-producer", checks=("postgres", "broker"))
         self.settings = settings or RelaySettings.from_config(cfg)
         self.status = RelayStatus()
-        self.topic = TopicNames(cfg.kafka.topic_prefix).changes_outbound
+        names = TopicNames(cfg.kafka.topic_prefix)
+        self.topic = names.changes_outbound
+        self.dlq = direction_dlq(names, Direction.OUTBOUND)
+        self.alerts = names.alerts
+        self.limit = message_limit(cfg.kafka)
         self.index = TableIndex.from_config(cfg)
         self.serde = Serde.from_config(cfg.kafka)
         self._producer: CheckedProducer | None = None
@@ -110,7 +186,10 @@ class OutboxRelay:
         self._unmapped_seen: set[str] = set()
         schema = cfg.postgres.schema_name
         self._outbox = sql.Identifier(schema, cfg.postgres.outbox_table)
+        self._outbox_name = f"{schema}.{cfg.postgres.outbox_table}"
         self._archive = sql.Identifier(schema, archive_table_name(cfg.postgres.outbox_table))
+        self._lock_name = relay_lock_name(cfg)
+        self._source = ""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -123,8 +202,10 @@ class OutboxRelay:
                     with connect(self.cfg, APPLICATION_NAME, autocommit=True) as conn:
                         set_json_loads(partial(json.loads, parse_float=Decimal), conn)
                         self.status.backend_pid = conn.info.backend_pid
+                        self.status.session = f"{socket.gethostname()}:{os.getpid()}:{conn.info.backend_pid}"
                         if not self._acquire(conn, stop):
                             break
+                        self._source = self._identify(conn)
                         self.status.state = "active"
                         self.status.takeovers += 1
                         log.info("relay active (backend %s)", conn.info.backend_pid)
@@ -133,10 +214,17 @@ class OutboxRelay:
                         self._check_broker()
                         backoff.reset()
                         self._pump(conn, stop)
+                except LockLost as e:
+                    self._error(f"relay lock lost: {e}: no longer active, back to standby")
+                    self.status.lock_losses += 1
+                    self.status.state = "standby"
+                    self._drop_producer()  # nothing it still holds may go out after the new relay's sends
+                    stop.wait(self.settings.standby_check_s)
                 except psycopg.Error as e:
                     self._error(f"database: {type(e).__name__}: {e}".strip())
                     self.health.mark("postgres", False, f"database: {type(e).__name__}")
                     self.status.state = "standby"
+                    self._drop_producer()  # the session (and with it the lock) may be gone: send nothing more
                     stop.wait(backoff.next())
         finally:
             self.status.state = "stopped"
@@ -162,6 +250,20 @@ class OutboxRelay:
             stop.wait(self.settings.standby_check_s)
         return False
 
+    def _identify(self, conn: psycopg.Connection) -> str:
+        """The outbox's identity (:func:`~producers.postgres.convert.outbox_source`) event ids derive from."""
+        schema, table = self.cfg.postgres.schema_name, self.cfg.postgres.outbox_table
+        row = conn.execute(_OUTBOX_IDENTITY, (schema, table)).fetchone()
+        database, oid = (str(row[0]), int(row[1])) if row is not None else (str(conn.info.dbname), 0)
+        return outbox_source(database, schema, table, oid)
+
+    def _confirm_lock(self, conn: psycopg.Connection) -> None:
+        """Raise :class:`LockLost` unless this session still holds the relay lock (a dead session raises
+        its ``psycopg`` error): called before anything is sent."""
+        row = conn.execute(_HOLDS_LOCK, (self._lock_name,)).fetchone()
+        if row is None or not row[0]:
+            raise LockLost(f"session {conn.info.backend_pid} no longer holds the advisory lock of {self._outbox_name}")
+
     def _error(self, message: str) -> None:
         log.warning("%s", message)
         self.status.last_error = message
@@ -183,10 +285,9 @@ class OutboxRelay:
             self.health.beat()
             rows = self._fetch(conn)
             if rows:
-                if not self._send(rows, stop):
+                if not self._send(conn, rows, stop):
                     return  # stopped before the broker acknowledged: the rows stay for the next run
                 self._remove(conn, [r.id for r in rows])
-                self.status.relayed += len(rows)
                 self.status.batches += 1
                 if len(rows) >= self.settings.batch_size:
                     continue
@@ -244,29 +345,121 @@ class OutboxRelay:
         except (KafkaException, RuntimeError) as e:  # a broken producer may refuse; it is dropped anyway
             log.debug("purging the old producer: %s", e)
 
-    def _send(self, rows: list[OutboxRow], stop: threading.Event) -> bool:
-        """Produce the rows and wait for the broker's acks; True once acknowledged, False if stopped first."""
-        messages: list[tuple[str, bytes]] = []
+    def _send(self, conn: psycopg.Connection, rows: list[OutboxRow], stop: threading.Event) -> bool:
+        """Produce the batch and wait for the broker's acks, dead-letter the rows that can never be sent;
+        True once every row is acknowledged on the change topic or the DLQ, False if stopped first.
+
+        Raises :class:`LockLost` (or the session's ``psycopg`` error) when the lock is gone before a send.
+        """
+        self._warn_unmapped(rows)
+        headers = [(H_SESSION, (self.status.session or "").encode())]
+        header_bytes = message_size(None, b"", headers)
+        fates = [prepare_row(row, self.index, self.serde, self.topic, self._source, self.limit, header_bytes)
+                 for row in rows]
+        good = [f for f in fates if isinstance(f, Prepared)]
+        refused = [f for f in fates if isinstance(f, Refused)]
+        backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
+        while good:
+            self._confirm_lock(conn)
+            try:
+                results = self._deliver(conn, [_Outgoing(self.topic, g.key, g.value, headers) for g in good])
+            except (FlushTimeout, KafkaException, BufferError) as e:
+                self._error(f"kafka: {type(e).__name__}: {e}")
+                self._drop_producer()
+            else:
+                too_big = {i for i, r in enumerate(results) if is_size_error(r.error)}
+                for i in sorted(too_big):
+                    size = message_size(good[i].key, good[i].value) + header_bytes
+                    refused.append(refuse_for_size(good[i], size, self.limit if results[i].local else None))
+                failed = [r.error for i, r in enumerate(results) if r.error is not None and i not in too_big]
+                good = [g for i, g in enumerate(good) if i not in too_big]
+                if not failed:
+                    break  # every message acknowledged (or refused for its size: dead-lettered below)
+                self._error(f"kafka: {len(failed)} of {len(results)} message(s) not delivered: {failed[0]}")
+                self._drop_producer()  # the whole batch again (its order kept), with a fresh producer
+            if stop.wait(backoff.next()):
+                return False
+        if refused and not self._dead_letter(conn, refused, stop):
+            return False
+        self.status.relayed += len(good)
+        self.status.dead_lettered += len(refused)
+        return True
+
+    def _dead_letter(self, conn: psycopg.Connection, refused: list[Refused], stop: threading.Event) -> bool:
+        """Write each refused row's dead letter and alert; True once all are acknowledged, False if stopped."""
+        letters: list[DeadLetter] = []
+        for r in refused:
+            log.warning("dead letter to %s: %s: %s", self.dlq, r.error_class, r.reason)
+            letters.append(row_dead_letter(r, dlq=self.dlq, outbox=self._outbox_name, source=self._source,
+                                           limit=self.limit))
+        alerts = [letter.alert for letter in letters]
+        backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
+        while letters or alerts:
+            self._confirm_lock(conn)
+            out = [_Outgoing(d.topic, d.key, d.value, d.headers) for d in letters]
+            out += [_Outgoing(self.alerts, a.object or a.kind.value, self.serde.encode(a, self.alerts)) for a in alerts]
+            try:
+                results = self._deliver(conn, out)
+            except (FlushTimeout, KafkaException, BufferError) as e:
+                self._error(f"kafka: {type(e).__name__}: {e}")
+                self._drop_producer()
+            else:
+                letter_results, alert_results = results[:len(letters)], results[len(letters):]
+                letters = [d.lean if is_size_error(r.error) and d.lean is not None else d
+                           for d, r in zip(letters, letter_results, strict=True) if r.error is not None]
+                alerts = [a for a, r in zip(alerts, alert_results, strict=True) if r.error is not None]
+                if not letters and not alerts:
+                    break
+                self._error(f"kafka: {len(letters)} dead letter(s), {len(alerts)} alert(s) not delivered")
+                self._drop_producer()
+            if stop.wait(backoff.next()):
+                return False
+        return True
+
+    def _deliver(self, conn: psycopg.Connection, messages: Sequence[_Outgoing]) -> list[_Result]:
+        """Produce ``messages`` and wait for every answer: one :class:`_Result` per message, in order.
+
+        A message the client refuses at once (e.g. over ``message.max.bytes``) is a local result, not an
+        exception. Raises ``FlushTimeout`` when the broker does not answer in ``flush_timeout_s``, and
+        :class:`LockLost` when the lock goes while waiting (checked every ``lock_check_s``).
+        """
+        producer = self._producer_()
+        results: list[_Result | None] = [None] * len(messages)
+
+        def answered(i: int, err: KafkaError | None, _msg: Message) -> None:
+            results[i] = _Result(err)
+
+        for i, m in enumerate(messages):
+            try:
+                producer.produce(m.topic, m.value, key=m.key, headers=list(m.headers or []) or None,
+                                 on_delivery=partial(answered, i))
+            except KafkaException as e:
+                error = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else KafkaError(KafkaError._FAIL)
+                results[i] = _Result(error, local=True)
+        self._await_acks(producer, conn)
+        with contextlib.suppress(DeliveryError):  # reported per message above
+            producer.raise_failures()
+        missing = KafkaError(KafkaError._MSG_TIMED_OUT, "no delivery report")
+        return [r if r is not None else _Result(missing) for r in results]
+
+    def _await_acks(self, producer: CheckedProducer, conn: psycopg.Connection) -> None:
+        deadline = time.monotonic() + self.settings.flush_timeout_s
+        while True:
+            wait = max(0.0, min(self.settings.lock_check_s, deadline - time.monotonic()))
+            remaining = producer.producer.flush(wait)
+            if remaining == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise FlushTimeout(f"{remaining} message(s) still unacknowledged after "
+                                   f"{self.settings.flush_timeout_s} s")
+            self._confirm_lock(conn)
+
+    def _warn_unmapped(self, rows: list[OutboxRow]) -> None:
         for row in rows:
             if row.table_name not in self.index.by_table and row.table_name not in self._unmapped_seen:
                 self._unmapped_seen.add(row.table_name)
                 log.warning("outbox rows of table %s, which this relay's config does not map: sent with "
                             "object = table name (the processor maps or skips them)", row.table_name)
-            event = row_to_event(row, self.index)
-            messages.append((event_key(event), self.serde.encode(event, self.topic)))
-        backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
-        while True:
-            producer = self._producer_()
-            try:
-                for key, value in messages:
-                    producer.produce(self.topic, value, key=key)
-                producer.flush(self.settings.flush_timeout_s)
-                return True
-            except (DeliveryError, FlushTimeout, KafkaException, BufferError) as e:
-                self._error(f"kafka: {type(e).__name__}: {e}")
-                self._drop_producer()
-            if stop.wait(backoff.next()):
-                return False
 
 
 def run(cfg: SfsyncConfig, stop: threading.Event | None = None, settings: RelaySettings | None = None,

@@ -21,6 +21,12 @@ Contract:
 - Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
   from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
+- A bad change does not stop the direction: a message that is no CDC event, an envelope without a record
+  key, one that cannot be encoded or is larger than the message limit (the client's ``message.max.bytes``;
+  a lower limit of the broker's is met at commit: the transaction is aborted and written again with that
+  envelope dead-lettered) goes to ``<prefix>.dlq.postgres`` (:mod:`producers.deadletters`) with one alert,
+  in the same transaction as the event's position: a crash leaves the dead letter and the position, or
+  neither (the event is then read again and dead-lettered again). Everything after it flows.
 """
 
 from __future__ import annotations
@@ -31,29 +37,37 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiosfstream_ng import Client, ReplayMarker
 from aiosfstream_ng.exceptions import AiosfstreamException, ServerError
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from producers.deadletters import DeadLetter, direction_dlq, is_size_error, message_limit, message_size
 from producers.salesforce.events import (
     GAP_OVERFLOW,
     GAP_RECORD_TYPES,
     OFFSET_KEY_PREFIX,
     OPERATIONS,
     CdcEvent,
+    Envelope,
     OffsetRecord,
     catchup_query,
     catchup_since,
     change_events,
     channel_for,
     chunks,
+    envelope_dead_letter,
+    event_dead_letter,
     is_invalid_replay,
     offset_key,
     parse_event,
+    prepare_envelope,
     query_fields,
     record_query,
+    refuse_envelope_for_size,
+    replay_id_of,
     snapshot_events,
     start_replay_id,
 )
@@ -61,11 +75,11 @@ from sfsync import eventloop
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
 from sfsync.health import Health
-from sfsync.kafka.clients import CheckedProducer
+from sfsync.kafka.clients import CheckedProducer, DeliveryError
 from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.settings import producer_settings
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent
+from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.streaming import make_streaming_client
 from sfsync.salesforce.values import ObjectTypes
@@ -104,15 +118,29 @@ def read_offsets(cfg: SfsyncConfig, timeout: float = 30.0) -> dict[str, OffsetRe
     )
 
 
+#: Transactions written for one batch at most: the first, and again after the broker refused messages for
+#: their size (dead-lettered, then lean dead letters).
+MAX_WRITES = 3
+
+
 @dataclass
 class _Batch:
-    events: list[ChangeEvent] = field(default_factory=list)
+    events: list[_Channeled] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
     offsets: dict[str, OffsetRecord] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     first_at: float | None = None
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.alerts) + len(self.offsets)
+        return len(self.events) + len(self.dead) + len(self.alerts) + len(self.offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Channeled:
+    """An encoded envelope with the channel it came from (for its dead letter, should the broker refuse it)."""
+
+    envelope: Envelope
+    channel: str
 
 
 class _ReaderError:
@@ -138,6 +166,8 @@ class CdcProducer:
         self.batch_events = batch_events
         self.batch_ms = batch_ms
         self.topics = TopicNames(cfg.kafka.topic_prefix)
+        self.dlq = direction_dlq(self.topics, Direction.INBOUND)
+        self.limit = message_limit(cfg.kafka)
         self.serde = Serde.from_config(cfg.kafka)
         self.rest = SalesforceClient(cfg.salesforce)
         self.channels = {channel_for(name): name for name in cfg.objects}
@@ -148,6 +178,7 @@ class CdcProducer:
         self.batch = _Batch()
         self.producer: CheckedProducer | None = None
         self.events_produced = 0
+        self.dead_lettered = 0
         self.transactions = 0
 
     # ------------------------------------------------------------------ setup
@@ -271,12 +302,16 @@ class CdcProducer:
         try:
             ev = parse_event(message)
         except ValueError as e:
-            log.warning("ignoring a message on %s: %s", channel, e)
+            self._malformed(channel, message, str(e))
             return
         sobject = self.channels.get(channel, ev.entity)
         if ev.change_type in OPERATIONS:
-            events = change_events(ev, self._types(sobject), self._external_id(sobject))
-            self._add(events)
+            try:
+                events = change_events(ev, self._types(sobject), self._external_id(sobject))
+            except (ValueError, TypeError) as e:
+                self._malformed(channel, message, f"its values make no change event: {e}", sobject)
+            else:
+                self._add(events, channel, message)
         elif ev.change_type in GAP_RECORD_TYPES:
             await self._repair_records(ev, sobject)
         elif ev.change_type == GAP_OVERFLOW:
@@ -293,10 +328,40 @@ class CdcProducer:
         mapping = self.cfg.objects.get(sobject)
         return mapping.external_id_field if mapping else None
 
-    def _add(self, events: list[ChangeEvent]) -> None:
+    def _add(self, events: list[ChangeEvent], channel: str, message: dict[str, Any] | None = None) -> None:
+        """Queue the envelopes of one event (or repair); an envelope that can never be written goes to the
+        batch's dead letters instead."""
         if self.batch.first_at is None:
             self.batch.first_at = time.monotonic()
-        self.batch.events.extend(events)
+        for event in events:
+            fate = prepare_envelope(event, self.serde, self.topics.changes_inbound, channel, self.limit)
+            if isinstance(fate, Envelope):
+                self.batch.events.append(_Channeled(fate, channel))
+            else:
+                self._dead(envelope_dead_letter(fate, channel=channel, message=message, dlq=self.dlq,
+                                                limit=self.limit))
+
+    def _malformed(self, channel: str, message: dict[str, Any], reason: str, sobject: str | None = None) -> None:
+        """A message that makes no envelope: dead-lettered, and its replay id (when readable) is the
+        channel's new position, in the same transaction."""
+        letter = event_dead_letter(channel=channel, message=message, error_class="MalformedCdcEvent",
+                                   reason=reason, dlq=self.dlq, limit=self.limit,
+                                   sobject=sobject or self.channels.get(channel))
+        self._dead(letter)
+        replay_id = replay_id_of(message)
+        if replay_id is not None and replay_id >= 0 and channel in self.channels:
+            self._position(channel, replay_id, self.last_commit_ms.get(channel, 0))
+
+    def _dead(self, letter: DeadLetter, batch: _Batch | None = None) -> None:
+        """Add a dead letter to ``batch`` (the one being filled by default) with its alert, once per alert id."""
+        if batch is None:
+            batch = self.batch
+        if batch.first_at is None:
+            batch.first_at = time.monotonic()
+        log.warning("dead letter to %s: %s", self.dlq, letter.alert.message)
+        batch.dead.append(letter)
+        if all(a.alert_id != letter.alert.alert_id for a in batch.alerts):
+            batch.alerts.append(letter.alert)  # one alert per bad event (and error class)
 
     def _position(self, channel: str, replay_id: int, commit_ms: int) -> None:
         if self.batch.first_at is None:
@@ -314,7 +379,7 @@ class CdcProducer:
             rows += await asyncio.to_thread(self.rest.query_records, soql, True)
         self._add(snapshot_events(sobject, rows, types, channel=ev.channel, position=str(ev.replay_id),
                                   fallback_ms=ev.commit_ms, external_id_field=self._external_id(sobject),
-                                  requested_ids=ev.record_ids))
+                                  requested_ids=ev.record_ids), ev.channel)
 
     async def _catch_up(self, channel: str, last_commit_ms: int | None, reason: str | None, *,
                         position: str | None = None, fallback_ms: int | None = None,
@@ -334,7 +399,7 @@ class CdcProducer:
         pos = position or f"catchup:{since.isoformat()}"
         events = snapshot_events(sobject, rows, types, channel=channel, position=pos,
                                  fallback_ms=fallback_ms or now_ms, external_id_field=self._external_id(sobject))
-        self._add(events)
+        self._add(events, channel)
         if position is None:
             self._position(channel, -1, int(since.timestamp() * 1000))
         if reason is not None:
@@ -356,14 +421,56 @@ class CdcProducer:
         await asyncio.to_thread(self._commit, batch)
 
     def _commit(self, batch: _Batch) -> None:
-        """Write one batch in one transaction (envelopes + positions + alerts) or raise after aborting."""
+        """Write one batch in one transaction (envelopes, dead letters, alerts, positions) or raise after aborting.
+
+        When the broker refuses messages for their size (a limit lower than the client's), the transaction is
+        aborted and written again with those envelopes dead-lettered (and refused dead letters lean), at most
+        ``MAX_WRITES`` times in all.
+        """
+        for _ in range(MAX_WRITES):
+            refused = self._write(batch)
+            if refused is None:
+                self.committed.update(batch.offsets)
+                self.events_produced += len(batch.events)
+                self.dead_lettered += len(batch.dead)
+                self.transactions += 1
+                return
+            self._refuse(batch, *refused)
+        raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                        f"the broker kept refusing messages for their size after {MAX_WRITES} "
+                                        "transactions"))
+
+    def _write(self, batch: _Batch) -> tuple[set[int], set[int]] | None:
+        """One transaction of the batch: ``None`` once committed; after an abort caused by the broker refusing
+        messages for their size, the indexes of those envelopes and dead letters; any other failure raises."""
         producer = self.producer
         assert producer is not None
+        too_big: tuple[set[int], set[int]] = (set(), set())
+
+        def answered(kind: int, i: int, err: KafkaError | None, _msg: Message) -> None:
+            if is_size_error(err):
+                too_big[kind].add(i)
+
         producer.begin_transaction()
         try:
-            for ev in batch.events:
-                producer.produce(self.topics.changes_inbound, self.serde.encode(ev, self.topics.changes_inbound),
-                                 key=ev.key)
+            kept: list[_Channeled] = []
+            for item in batch.events:
+                env = item.envelope
+                try:
+                    producer.produce(self.topics.changes_inbound, env.value, key=env.key,
+                                     on_delivery=partial(answered, 0, len(kept)))
+                except KafkaException as e:  # the client's exact size check (record overhead included)
+                    if not (e.args and isinstance(e.args[0], KafkaError) and is_size_error(e.args[0])):
+                        raise
+                    self._dead(envelope_dead_letter(
+                        refuse_envelope_for_size(env, item.channel, message_size(env.key, env.value), self.limit),
+                        channel=item.channel, message=None, dlq=self.dlq, limit=self.limit), batch)
+                    continue
+                kept.append(item)
+            batch.events = kept
+            for i, letter in enumerate(batch.dead):
+                producer.produce(letter.topic, letter.value, key=letter.key, headers=list(letter.headers),
+                                 on_delivery=partial(answered, 1, i))
             for alert in batch.alerts:
                 producer.produce(self.topics.alerts, self.serde.encode(alert, self.topics.alerts),
                                  key=alert.object or alert.kind.value)
@@ -371,13 +478,41 @@ class CdcProducer:
                 producer.produce(self.topics.offsets, rec.encode(), key=offset_key(channel))
             producer.commit_transaction(60)
             producer.raise_failures()
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(KafkaException):
                 producer.abort_transaction(30)
+            with contextlib.suppress(KafkaException):
+                producer.poll(0)  # serve the delivery reports still queued (they say which were too large)
+            if isinstance(e, KafkaException | DeliveryError) and (too_big[0] or too_big[1]):
+                with contextlib.suppress(DeliveryError):
+                    producer.raise_failures()
+                return too_big
             raise
-        self.committed.update(batch.offsets)
-        self.events_produced += len(batch.events)
-        self.transactions += 1
+        return None
+
+    def _refuse(self, batch: _Batch, envelopes: set[int], letters: set[int]) -> None:
+        """Dead-letter the envelopes the broker refused for their size; refused dead letters become lean."""
+        dead: list[DeadLetter] = []
+        for i, letter in enumerate(batch.dead):
+            if i not in letters:
+                dead.append(letter)
+            elif letter.lean is not None:
+                dead.append(letter.lean)
+            else:
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                                f"the broker refused a {len(letter.value)}-byte dead letter for "
+                                                f"its size: {letter.alert.message}"))
+        batch.dead = dead
+        kept: list[_Channeled] = []
+        for i, item in enumerate(batch.events):
+            if i not in envelopes:
+                kept.append(item)
+                continue
+            env = item.envelope
+            self._dead(envelope_dead_letter(
+                refuse_envelope_for_size(env, item.channel, message_size(env.key, env.value), None),
+                channel=item.channel, message=None, dlq=self.dlq, limit=self.limit), batch)
+        batch.events = kept
 
 
 async def _sleep_unless(stop: threading.Event, seconds: float) -> None:

@@ -16,6 +16,11 @@ Contracts:
 - :class:`OffsetRecord` is the value stored in the compacted offsets topic under :func:`offset_key`:
   the last replay id of a channel and the commit time of that event (the catch-up starting point).
   ``replay_id == -1`` means "subscribe to new events and catch up since ``commit_ms``".
+- :func:`prepare_envelope` is the producer's decision per envelope: the message to write
+  (:class:`Envelope`) or a permanent refusal (:class:`EnvelopeRefusal`: no record key, not encodable,
+  over the message limit). Refusals and events that are no CDC event at all become dead letters for
+  ``<prefix>.dlq.postgres`` (:func:`envelope_dead_letter`, :func:`event_dead_letter`, see
+  :mod:`producers.deadletters`), written in the transaction of the event's position.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from producers.deadletters import SIZE_ERROR, DeadLetter, build_dead_letter, message_size, too_large
 from sfsync.config import ObjectMapping
+from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source
 from sfsync.salesforce.soql import soql_string
 from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, format_datetime, parse_datetime
+from sfsync.serde import EncodeError, Serde
 
 OPERATIONS: dict[str, Operation] = {
     "CREATE": Operation.CREATE,
@@ -47,6 +55,7 @@ CATCHUP_MARGIN_MS = 60_000
 IDS_PER_QUERY = 200
 OFFSET_KEY_PREFIX = "salesforce-cdc:"
 _EVENT_NS = uuid.UUID("6a0c1b9e-6a53-4bb4-9d0f-5c3f4a1e2b7d")
+STAGE = "salesforce-producer"
 
 
 def channel_for(sobject: str) -> str:
@@ -317,3 +326,131 @@ def start_replay_id(stored: OffsetRecord | None, start: str) -> int:
 def is_invalid_replay(error_code: int | None, replay_id: int) -> bool:
     """A subscribe refused with 400 while asking for a concrete replay id: the id is outside retention."""
     return error_code == 400 and replay_id >= 0
+
+
+# --------------------------------------------------------------------------- bad changes
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An envelope as the message the producer writes: Kafka key and encoded value."""
+
+    event: ChangeEvent
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeRefusal:
+    """An envelope that can never be written as it is: ``error_class`` ``MissingRecordKey``,
+    ``EncodeError`` or ``MSG_SIZE_TOO_LARGE``; ``reason`` names channel, replay id, record and size vs limit."""
+
+    event: ChangeEvent
+    key: str | None
+    error_class: str
+    reason: str
+    size: int | None = None
+    limit: int | None = None
+
+
+def replay_id_of(message: Mapping[str, Any]) -> int | None:
+    """The replay id of a CometD message, if it has a readable one (even when the rest is malformed)."""
+    try:
+        return int(message["data"]["event"]["replayId"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def describe_change(channel: str, position: str | int | None, sobject: str | None = None,
+                    sfid: str | None = None) -> str:
+    """``CDC event replay id 42 on /data/AccountChangeEvent (Account 001...)``: how errors name a change."""
+    text = str(position)
+    if position is None:
+        where = "CDC event (replay id unreadable)"
+    else:
+        where = f"CDC event replay id {text}" if text.lstrip("-").isdigit() else f"CDC {text}"
+    record = f" ({sobject} {sfid})" if sobject and sfid else ""
+    return f"{where} on {channel}{record}"
+
+
+def refuse_envelope_for_size(envelope: Envelope, channel: str, size: int, limit: int | None) -> EnvelopeRefusal:
+    """The refusal of an envelope too large to write (``limit`` ``None``: the broker's lower limit refused it)."""
+    ev = envelope.event
+    what = too_large(size, limit) if limit is not None else f"the broker refused the {size}-byte message for its size"
+    return EnvelopeRefusal(ev, envelope.key, SIZE_ERROR,
+                           f"{describe_change(channel, ev.source_position, ev.object, ev.sfid)}: {what}: its values "
+                           "are not in this dead letter, which holds what identifies the change (once the limit "
+                           "allows, touch the record in Salesforce to send its current values)", size, limit)
+
+
+def prepare_envelope(event: ChangeEvent, serde: Serde, topic: str, channel: str,
+                     limit: int) -> Envelope | EnvelopeRefusal:
+    """The message of one envelope, or why it can never be written: no record key (an empty record id),
+    not encodable, over ``limit`` bytes (key + value). A Schema Registry outage (``RegistryError``) propagates."""
+    try:
+        key = event.key
+    except ValueError:
+        return EnvelopeRefusal(event, None, "MissingRecordKey",
+                               f"{describe_change(channel, event.source_position)} names a {event.object} record "
+                               f"without an id ({event.sfid!r}): the change cannot be keyed")
+    try:
+        value = serde.encode(event, topic)
+    except EncodeError as e:
+        return EnvelopeRefusal(event, key, "EncodeError",
+                               f"{describe_change(channel, event.source_position, event.object, event.sfid)} "
+                               f"cannot be encoded: {e}"[:1000])
+    envelope = Envelope(event, key, value)
+    size = message_size(key, value)
+    if size > limit:
+        return refuse_envelope_for_size(envelope, channel, size, limit)
+    return envelope
+
+
+def _origin(channel: str, position: str | int | None) -> Origin:
+    text = str(position)
+    return Origin(channel, -1, int(text) if text.lstrip("-").isdigit() else -1)
+
+
+def envelope_dead_letter(refusal: EnvelopeRefusal, *, channel: str, message: Mapping[str, Any] | None, dlq: str,
+                         limit: int) -> DeadLetter:
+    """The dead letter of a refused envelope: its identity as JSON (channel, replay id, object, sfid, local key,
+    operation, changed fields, event id, transaction key, commit time, for a size failure size and limit) and,
+    when it fits and size was not the problem, the CometD ``message`` it came from (else its ``values``).
+    Origin: the channel, partition -1, offset = the replay id (-1 for a catch-up). One alert per event and
+    error class (an event of 200 records too large makes 200 dead letters and one alert)."""
+    ev = refusal.event
+    origin = _origin(channel, ev.source_position)
+    document: dict[str, Any] = {
+        "channel": channel, "replay_id": origin.offset if origin.offset >= 0 else None,
+        "position": ev.source_position, "object": ev.object, "sfid": ev.sfid, "local_key": ev.local_key,
+        "operation": ev.operation.value, "changed_fields": ev.changed_fields, "event_id": ev.event_id,
+        "transaction_key": ev.transaction_key, "commit_ts": ev.commit_ts.isoformat(),
+        "error_class": refusal.error_class,
+    }
+    if refusal.size is not None:
+        document["size"] = refusal.size
+        document["limit"] = refusal.limit
+    bulky: tuple[str, Any] = ("message", message) if message is not None else ("values", ev.values)
+    details = {"channel": channel, "replay_id": ev.source_position}
+    if ev.sfid:
+        details["sfid"] = ev.sfid
+    return build_dead_letter(
+        topic=dlq, key=refusal.key, failure=Failure(FailureKind.PERMANENT, refusal.error_class, refusal.reason),
+        stage=STAGE, origin=origin, document=document, bulky=bulky, limit=limit,
+        alert_identity=f"{channel}|{ev.source_position}|{refusal.error_class}", alert_object=ev.object,
+        alert_details=details,
+    )
+
+
+def event_dead_letter(*, channel: str, message: Mapping[str, Any], error_class: str, reason: str, dlq: str,
+                      limit: int, sobject: str | None) -> DeadLetter:
+    """The dead letter of a CometD message that makes no envelope at all (not a CDC event, values that make no
+    envelope): channel, replay id (when readable) and the message itself as JSON when it fits."""
+    replay_id = replay_id_of(message)
+    failure = Failure(FailureKind.PERMANENT, error_class, f"{describe_change(channel, replay_id)}: {reason}"[:1000])
+    return build_dead_letter(
+        topic=dlq, key=None, failure=failure, stage=STAGE, origin=_origin(channel, replay_id),
+        document={"channel": channel, "replay_id": replay_id, "object": sobject, "error_class": error_class},
+        bulky=("message", message), limit=limit, alert_identity=f"{channel}|{replay_id}|{error_class}",
+        alert_object=sobject, alert_details={"channel": channel, "replay_id": str(replay_id)},
+    )

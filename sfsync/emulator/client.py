@@ -108,6 +108,10 @@ class EmulatorControl:
         body = {"object": object, "change_type": change_type, "record_ids": record_ids or []}
         return int(self._call("POST", "/events/gap", json=body)["replay_id"])
 
+    def emit_raw_event(self, channel: str, payload: Any) -> int:
+        """Deliver a CDC event with exactly ``payload`` (unchecked) on ``channel``; returns its replay id."""
+        return int(self._call("POST", "/events/raw", json={"channel": channel, "payload": payload})["replay_id"])
+
     def truncate_events(self, up_to: int) -> dict[str, Any]:
         """Age out retained events with replay id <= ``up_to``."""
         return self._call("POST", "/events/truncate", json={"up_to": up_to})

@@ -111,12 +111,25 @@ class EventBus:
             "nulledFields": list(change.nulled_fields),
         }
         payload = {"ChangeEventHeader": header, **change.payload}
+        return self._append(obj.channel, commit_ms, payload, obj.event_schema_id)
+
+    def emit_raw(self, channel: str, payload: Any) -> StoredEvent:
+        """Append an event whose payload is taken as given, unchecked (to test how subscribers handle a
+        malformed or unexpected event). ``channel`` must be an object's channel."""
+        if channel not in self.channels:
+            raise ValueError(f"unknown channel {channel!r}")
+        header = payload.get("ChangeEventHeader") if isinstance(payload, dict) else None
+        stamp = header.get("commitTimestamp") if isinstance(header, dict) else None
+        commit_ms = stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else int(time.time() * 1000)
+        return self._append(channel, commit_ms, payload, "raw")
+
+    def _append(self, channel: str, commit_ms: int, payload: Any, schema_id: str) -> StoredEvent:
         self.last_replay_id += 1
         event = StoredEvent(
             replay_id=self.last_replay_id,
-            channel=obj.channel,
+            channel=channel,
             commit_ms=commit_ms,
-            data={"schema": obj.event_schema_id, "payload": payload, "event": {"replayId": self.last_replay_id}},
+            data={"schema": schema_id, "payload": payload, "event": {"replayId": self.last_replay_id}},
         )
         self.events.append(event)
         self.prune()

@@ -1,5 +1,6 @@
 """Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, sessions (expire,
-age), CDC gaps, seeding, undelete, stats. They need no Salesforce session and are never counted as API calls.
+age), CDC gaps and raw events, seeding, undelete, stats. They need no Salesforce session and are never counted
+as API calls.
 
 Bodies are JSON with snake_case keys, validated by the pydantic models below; a bad body answers 422
 ``{"error": "...", "details": [...]}``. See docs/emulator.md for examples.
@@ -75,6 +76,13 @@ class GapSpec(_Model):
     object: str
     change_type: Literal["GAP_CREATE", "GAP_UPDATE", "GAP_DELETE", "GAP_UNDELETE", "GAP_OVERFLOW"]
     record_ids: list[str] = Field(default_factory=list)
+
+
+class RawEventSpec(_Model):
+    """A CDC event to deliver as given on an object's channel (the payload is not checked)."""
+
+    channel: str
+    payload: Any
 
 
 class TruncateSpec(_Model):
@@ -260,6 +268,17 @@ async def gap(request: Request) -> Response:
     return _ok({"replay_id": event.replay_id}, status=201)
 
 
+async def raw_event(request: Request) -> Response:
+    """POST /__emulator/events/raw {"channel", "payload"}: deliver an event with exactly that payload."""
+    emu = emulator(request)
+    spec = await _body(request, RawEventSpec)
+    try:
+        event = emu.bus.emit_raw(spec.channel, spec.payload)
+    except ValueError as e:
+        raise BadBody(str(e), []) from None
+    return _ok({"replay_id": event.replay_id}, status=201)
+
+
 async def truncate(request: Request) -> Response:
     """POST /__emulator/events/truncate {"up_to"}: age out events (replays from before become invalid)."""
     emu = emulator(request)
@@ -342,6 +361,7 @@ def routes(prefix: str = "/__emulator") -> list[Route]:
         Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),
         Route(f"{prefix}/events", events, methods=["GET"]),
         Route(f"{prefix}/events/gap", gap, methods=["POST"]),
+        Route(f"{prefix}/events/raw", raw_event, methods=["POST"]),
         Route(f"{prefix}/events/truncate", truncate, methods=["POST"]),
         Route(f"{prefix}/seed", seed, methods=["POST"]),
         Route(f"{prefix}/undelete", undelete, methods=["POST"]),

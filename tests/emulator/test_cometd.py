@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
 from aiosfstream_ng import Client, ReplayMarker
 from aiosfstream_ng.exceptions import ServerError
@@ -181,6 +182,31 @@ async def test_gap_events(org: EmulatorHandle, sf: Salesforce) -> None:
     assert set(gap["data"]["payload"]) == {"ChangeEventHeader"}
     assert _header(overflow)["changeType"] == "GAP_OVERFLOW" and _header(overflow)["recordIds"] == []
     assert _header(overflow)["entityName"] == "Contact"
+
+
+async def test_raw_event_is_delivered_exactly_as_given(org: EmulatorHandle, sf: Salesforce) -> None:
+    """``POST /events/raw``: a subscriber receives the given payload unchanged, with the next replay id, on the
+    object's channel and on ``/data/ChangeEvents``; an unknown channel is refused with 422."""
+    bad = {"ChangeEventHeader": {"entityName": "Account", "changeType": "UPDATE", "recordIds": [""]},
+           "Name": ["not", "a", "name"]}
+    own = await _subscribed(org, ACCOUNTS)
+    every = await _subscribed(org, ALL)
+    try:
+        replay_id = await asyncio.to_thread(org.control.emit_raw_event, ACCOUNTS, bad)
+        await asyncio.to_thread(sf.Account.create, {"Name": "After"})
+        got, after = await _receive(own, 2)
+        (seen_by_all, _) = await _receive(every, 2)
+    finally:
+        await own.close()
+        await every.close()
+    assert got["channel"] == ACCOUNTS and got["data"]["payload"] == bad
+    assert got["data"]["event"]["replayId"] == replay_id
+    assert after["data"]["event"]["replayId"] == replay_id + 1 and after["data"]["payload"]["Name"] == "After"
+    assert seen_by_all["channel"] == ALL and seen_by_all["data"]["payload"] == bad
+    assert org.control.events(after=replay_id - 1)["events"][0]["payload"] == bad
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        org.control.emit_raw_event("/data/WidgetChangeEvent", bad)
+    assert info.value.response.status_code == 422 and "WidgetChangeEvent" in info.value.response.json()["error"]
 
 
 async def test_expired_session_is_renewed_transparently(org: EmulatorHandle, sf: Salesforce) -> None:

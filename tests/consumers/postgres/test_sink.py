@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from consumers.base import SinkUnavailable
 from consumers.postgres.plan import OpKind, object_plans, plan_batch
@@ -20,7 +21,7 @@ from sfsync.database import init_schema
 from sfsync.database.testing import DEMO_OBJECTS, make_config
 from sfsync.devstack.process import free_port
 from sfsync.failures import FailureKind
-from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source, new_id
+from sfsync.records import AlertKind, ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source, new_id
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -158,13 +159,11 @@ def test_references_resolve_to_local_keys(cfg: SfsyncConfig, sink: PostgresSink)
     assert sink.write([
         cmd("Case", "500A", {"subject": "S", "contact_id": "003A", "account_id": "001A"}),
         cmd("Contact", "003A", {"last_name": "Ada", "account_id": "001A"}),
-        cmd("Contact", "003B", {"last_name": "Bob", "account_id": "001NOTYET"}),
         cmd("Account", "001A", {"name": "Acme"}),
-    ]) == [None] * 4
+    ]) == [None] * 3
     (acct,) = rows(cfg, "accounts")
     contacts = {r["sfid"]: r for r in rows(cfg, "contacts")}
     assert contacts["003A"]["account_id"] == acct["id"]
-    assert contacts["003B"]["account_id"] is None  # not linked yet
     (case,) = rows(cfg, "cases")
     assert (case["contact_id"], case["account_id"]) == (contacts["003A"]["id"], acct["id"])
     # clearing a reference
@@ -276,13 +275,41 @@ def test_bad_value_names_its_column_and_later_changes_of_the_record_wait(postgre
     assert [(r["sfid"], r["qty"]) for r in rows(cfg, "items")] == [("a01", 1), ("a04", 2)]
 
 
-def test_missing_table_fails_the_group_without_bisecting(cfg: SfsyncConfig, sink: PostgresSink) -> None:
-    execute(cfg, f"DROP TABLE {cfg.postgres.schema_name}.cases")
-    results = sink.write([cmd("Case", f"500{i}", {"subject": "s"}) for i in range(50)]
-                         + [cmd("Account", "001A", {"name": "fine"})])
-    assert all(r is not None and r.error_class == "SQLSTATE 42P01" for r in results[:50])
-    assert results[50] is None and sink.stats.bisections == 0
-    assert [r["name"] for r in rows(cfg, "accounts")] == ["fine"]
+@pytest.mark.parametrize(("change", "repair"), [
+    ("DROP TABLE {s}.cases", "CREATE TABLE {s}.cases (id bigserial PRIMARY KEY, sfid text UNIQUE, subject text, "
+                             "status text, priority text, description text, contact_id bigint, account_id bigint); "
+                             "GRANT ALL ON {s}.cases TO {role}; "
+                             "GRANT ALL ON ALL SEQUENCES IN SCHEMA {s} TO {role}"),
+    ("ALTER TABLE {s}.cases DROP COLUMN subject", "ALTER TABLE {s}.cases ADD COLUMN subject text"),
+    ("REVOKE INSERT, UPDATE ON {s}.cases FROM {role}", "GRANT INSERT, UPDATE ON {s}.cases TO {role}"),
+], ids=["table dropped", "column dropped", "permission revoked"])
+def test_a_schema_or_permission_change_pauses_the_sink_instead_of_failing_records(
+        cfg: SfsyncConfig, postgres_dsn: str, change: str, repair: str) -> None:
+    """Failed before the fix: SQLSTATE class 42 (missing table or column, 42501 permission) failed every
+    record of the group permanently, so one migration sent everything to the DLQ. Now the target is
+    unavailable (the runner pauses, keeps the batch and alerts once): nothing of the batch is committed,
+    and after the schema is repaired the same batch lands."""
+    schema = cfg.postgres.schema_name
+    role = "sfsync_limited"
+    execute(cfg, f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    execute(cfg, f"GRANT ALL ON SCHEMA {schema} TO {role}")
+    execute(cfg, f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    execute(cfg, f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+    limited = make_config(make_conninfo(postgres_dsn, user=role), schema)
+    sink = PostgresSink(limited)
+    batch = [cmd("Case", f"500{i}", {"subject": "s"}) for i in range(50)] + [cmd("Account", "001A", {"name": "ok"})]
+    try:
+        execute(cfg, change.format(s=schema, role=role))
+        with pytest.raises(SinkUnavailable) as raised:
+            sink.write(batch)
+        assert raised.value.alert and raised.value.alert_kind is AlertKind.SCHEMA_CHANGE
+        assert "SQLSTATE 42" in str(raised.value) and f"{schema}.cases" in str(raised.value)
+        assert rows(cfg, "accounts") == []  # nothing of the batch committed
+        execute(cfg, repair.format(s=schema, role=role))
+        assert sink.write(batch) == [None] * 51  # the same batch, once the schema is repaired
+        assert len(rows(cfg, "cases")) == 50 and [r["name"] for r in rows(cfg, "accounts")] == ["ok"]
+    finally:
+        sink.close()
 
 
 def test_database_unreachable_raises_sink_unavailable(cfg: SfsyncConfig) -> None:
@@ -391,3 +418,21 @@ def _catch(fn: Any) -> Any:
         return fn()
     except BaseException as e:
         return e
+
+
+def test_a_child_before_its_parent_waits_for_the_parent(cfg: SfsyncConfig, sink: PostgresSink) -> None:
+    """Failed before the fix: a Contact whose Account had no local row yet was written with account_id
+    NULL and reported a success; nothing ever filled the reference in. Now it is a transient failure
+    (retried by the runner) and the rest of the batch lands."""
+    results = sink.write([cmd("Contact", "003B", {"last_name": "Bob", "account_id": "001NOTYET"}),
+                          cmd("Contact", "003C", {"last_name": "Cy"})])
+    assert results[1] is None
+    failure = results[0]
+    assert failure is not None and failure.kind is FailureKind.TRANSIENT
+    assert failure.error_class == "REFERENCE_NOT_SYNCED" and "001NOTYET" in failure.message
+    assert "account_id" in failure.message
+    assert [r["sfid"] for r in rows(cfg, "contacts")] == ["003C"]
+    assert sink.write([cmd("Account", "001NOTYET", {"name": "Late"})]) == [None]  # the parent arrives
+    assert sink.write([cmd("Contact", "003B", {"last_name": "Bob", "account_id": "001NOTYET"})]) == [None]
+    (acct,) = rows(cfg, "accounts")
+    assert {r["sfid"]: r["account_id"] for r in rows(cfg, "contacts")} == {"003B": acct["id"], "003C": None}

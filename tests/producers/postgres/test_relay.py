@@ -283,9 +283,21 @@ def read_to_end(cfg: SfsyncConfig, topic: str, timeout: float = 60.0) -> list[Me
     return out
 
 
+def value_of(m: Message) -> bytes:
+    value = m.value()
+    assert isinstance(value, bytes)
+    return value
+
+
+def headers_of(m: Message) -> list[tuple[str, bytes | None]]:
+    raw = m.headers() or []
+    assert isinstance(raw, list)
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in raw]
+
+
 def _alerts(cfg: SfsyncConfig) -> list[Alert]:
     topic = TopicNames(cfg.kafka.topic_prefix).alerts
-    return [Serde().decode(m.value(), Alert, topic) for m in read_to_end(cfg, topic)]
+    return [Serde().decode(value_of(m), Alert, topic) for m in read_to_end(cfg, topic)]
 
 
 def _with_librdkafka(cfg: SfsyncConfig, **settings: str) -> SfsyncConfig:
@@ -329,7 +341,7 @@ def test_a_row_too_large_for_the_broker_goes_to_the_dlq_and_the_rest_flows(cfg: 
     assert sorted(int(e.source_position) for e in events) == [first[0], first[2], first[2] + 1]
     dead = read_to_end(cfg, names.dlq("salesforce"))
     assert len(dead) == 1
-    info = parse_failure_headers(dead[0].headers())
+    info = parse_failure_headers(headers_of(dead[0]))
     assert (info.kind, info.error_class, info.stage, info.attempt) == ("permanent", "MSG_SIZE_TOO_LARGE",
                                                                        "postgres-producer", 1)
     for part in (f"outbox row {big_id}", "table contacts", "key Contact:local:2", f"limit {LIMIT}"):
@@ -337,10 +349,10 @@ def test_a_row_too_large_for_the_broker_goes_to_the_dlq_and_the_rest_flows(cfg: 
     assert "values are not in this dead letter" in info.message
     assert dsn not in info.message
     assert dead[0].key() == b"Contact:local:2"
-    body = json.loads(dead[0].value())
+    body = json.loads(value_of(dead[0]))
     assert body["outbox_id"] == big_id and body["table"] == "contacts" and body["local_key"] == "2"
     assert body["operation"] == "insert" and body["size"] > LIMIT and body["limit"] == LIMIT
-    assert "new_values" not in body and len(dead[0].value()) < 10_000
+    assert "new_values" not in body and len(value_of(dead[0])) < 10_000
     alerts = _alerts(cfg)
     assert len(alerts) == 1
     assert alerts[0].kind is AlertKind.OTHER and alerts[0].object == "Contact"
@@ -374,14 +386,14 @@ def test_a_row_without_a_key_goes_to_the_dlq_and_the_rest_flows(cfg: SfsyncConfi
     names = TopicNames(cfg.kafka.topic_prefix)
     events = consume_all(cfg, 2)
     assert sorted(int(e.source_position) for _, e in events) == [ids[0], ids[3]]
-    dead = sorted(read_to_end(cfg, names.dlq("salesforce")), key=lambda m: json.loads(m.value())["outbox_id"])
+    dead = sorted(read_to_end(cfg, names.dlq("salesforce")), key=lambda m: json.loads(value_of(m))["outbox_id"])
     assert len(dead) == 2
     for message, outbox_id, key, last_name in zip(dead, ids[1:3], (None, ""), ("null key", "empty key"),
                                                   strict=True):
-        info = parse_failure_headers(message.headers())
+        info = parse_failure_headers(headers_of(message))
         assert (info.kind, info.error_class, info.stage) == ("permanent", "MissingRecordKey", "postgres-producer")
         assert f"outbox row {outbox_id}" in info.message and "table contacts" in info.message
-        body = json.loads(message.value())
+        body = json.loads(value_of(message))
         assert body["outbox_id"] == outbox_id and body["local_key"] == key
         assert body["new_values"] == {"last_name": last_name}
     alerts = _alerts(cfg)
@@ -449,9 +461,9 @@ def test_a_terminated_relay_stops_sending_once_the_standby_took_over(cfg: Sfsync
     event_ids: dict[str, set[str]] = {}
     senders: dict[int, list[str]] = {}
     for m in messages:
-        event = serde.decode(m.value(), ChangeEvent, topic)
+        event = serde.decode(value_of(m), ChangeEvent, topic)
         event_ids.setdefault(event.source_position, set()).add(event.event_id)
-        session = dict(m.headers() or []).get(SESSION)
+        session = dict(headers_of(m)).get(SESSION)
         senders.setdefault(m.partition() or 0, []).append(session.decode() if session else "")
     assert len(event_ids) == 65  # every row arrived
     assert {p: ids for p, ids in event_ids.items() if len(ids) > 1} == {}  # one event id per outbox id
@@ -462,6 +474,44 @@ def test_a_terminated_relay_stops_sending_once_the_standby_took_over(cfg: Sfsync
         after_takeover = sessions[sessions.index(new_session):]
         assert old_session not in after_takeover, partition
     assert gated.status.relayed == 0 and b.relay.status.relayed == 65
+
+
+class UnlockingRelay(OutboxRelay):
+    """A relay whose advisory lock vanishes, its session alive (as after a pooler's reset), before its first
+    send."""
+
+    def __init__(self, cfg: SfsyncConfig, settings: RelaySettings) -> None:
+        super().__init__(cfg, settings)
+        self.first_session: str | None = None
+
+    def _send(self, conn: psycopg.Connection, *args: Any, **kwargs: Any) -> Any:
+        if self.first_session is None:
+            self.first_session = self.status.session
+            conn.execute("SELECT pg_advisory_unlock_all()")
+        return super()._send(conn, *args, **kwargs)
+
+
+def test_a_relay_whose_lock_is_gone_sends_nothing_until_it_holds_it_again(cfg: SfsyncConfig) -> None:
+    """The lock check reads ``pg_locks`` for the relay's own session: with the lock released under a live
+    session, the relay sends nothing from that session, goes back to standby, takes the lock again on a new
+    session and relays the batch from there: every row once, every message from the new session.
+    """
+    schema = cfg.postgres.schema_name
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.accounts (name) SELECT 'u' || g FROM generate_series(1, 20) g")
+    relay = UnlockingRelay(cfg, FAST)
+    thread = RelayThread(cfg, FAST, relay)
+    try:
+        wait_for(lambda: not outbox_ids(cfg), timeout=60, what="outbox drained by the relay's next session")
+    finally:
+        thread.close()
+    assert relay.status.lock_losses == 1 and relay.status.takeovers == 2
+    assert any("relay lock lost" in e and "no longer holds the advisory lock" in e for e in relay.status.errors)
+    messages = read_to_end(cfg, TopicNames(cfg.kafka.topic_prefix).changes_outbound)
+    assert len(messages) == 20
+    sessions = {(dict(headers_of(m))[SESSION] or b"").decode() for m in messages}
+    assert relay.first_session is not None and sessions == {relay.status.session}
+    assert relay.first_session not in sessions
 
 
 def _spawn_relay(config_file: Path, log: Path) -> subprocess.Popen[bytes]:

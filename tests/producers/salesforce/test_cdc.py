@@ -6,6 +6,7 @@ a thread and reads what arrived on ``changes.inbound`` / ``alerts`` / ``offsets`
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from producers.salesforce import cdc
 from producers.salesforce.events import OffsetRecord, channel_for, offset_key
 from sfsync.config import SfsyncConfig, build_config
 from sfsync.devstack.emulator import EmulatorHandle
+from sfsync.failures import parse_failure_headers
 from sfsync.kafka.clients import make_consumer
 from sfsync.kafka.topics import TopicNames, apply_topics
 from sfsync.records import Alert, AlertKind, ChangeEvent, Operation, Source, record_key
@@ -373,3 +375,105 @@ def test_expired_session_mid_run_continues(org: EmulatorHandle, cfg: SfsyncConfi
     producer.stop()
     assert [e.values["Name"] for e in events] == ["One", "Two", "Three"]
     assert len(inbound.messages) == 3
+
+
+#: Hang guard for what a test waits for (far beyond any delivery time).
+GUARD = 60.0
+LIMIT = 20_000
+
+
+def _dead_letters(cfg: SfsyncConfig, n: int) -> list[Any]:
+    """The inbound direction's dead letters (read_committed), in replay-id order."""
+    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).dlq("postgres"))
+    try:
+        reader.read(lambda m: len(m) >= n, GUARD)
+        msgs = reader.settle()
+    finally:
+        reader.close()
+    def replay_id(m: Any) -> int:
+        origin = parse_failure_headers(m.headers()).origin
+        return origin.offset if origin is not None else -1
+
+    return sorted(msgs, key=replay_id)
+
+
+def test_an_oversized_event_goes_to_the_dlq_with_its_position(org: EmulatorHandle, kafka_config: dict[str, Any],
+                                                             running: Any, inbound: Reader) -> None:
+    """A change whose envelope is over the producer's message limit (``message.max.bytes`` = 20 kB through
+    ``kafka.librdkafka``) goes to ``<prefix>.dlq.postgres`` (read_committed: in a committed transaction,
+    the one of its position) with the failure headers (stage ``salesforce-producer``, class
+    ``MSG_SIZE_TOO_LARGE``, origin = channel and replay id) and a JSON value that identifies it without the
+    values; one alert; the changes before and after it arrive and the stored position passes it.
+
+    Failed before the fix: ``produce()`` raised ``KafkaException(MSG_SIZE_TOO_LARGE)`` inside the transaction,
+    which was aborted, and the producer stopped with that error (a restart resumes before the same event: a
+    crash loop); the change after it never arrived.
+    """
+    cfg = _config(org, {**kafka_config, "librdkafka": {"message.max.bytes": str(LIMIT)}})
+    assert all(r.state.value in ("created", "ok") for r in apply_topics(cfg))
+    sf = org.salesforce()
+    producer = running(cfg)
+    small = sf.Account.create({"Name": "Small"})["id"]
+    big = sf.Account.create({"Name": "Big", "Description": "x" * 30_000})["id"]
+    after = sf.Account.create({"Name": "After"})["id"]
+    events = _events(inbound, 2, GUARD)
+    dead = _dead_letters(cfg, 1)
+    producer.stop()
+    assert [e.sfid for e in events] == [small, after]
+    assert len(dead) == 1
+    info = parse_failure_headers(dead[0].headers())
+    assert (info.kind, info.error_class, info.stage) == ("permanent", "MSG_SIZE_TOO_LARGE", "salesforce-producer")
+    assert info.origin is not None and info.origin.topic == channel_for("Account")
+    big_position = info.origin.offset
+    assert int(events[0].source_position) < big_position < int(events[1].source_position)
+    for part in (f"replay id {big_position}", f"Account {big}", f"limit {LIMIT}", "values are not in"):
+        assert part in info.message, (part, info.message)
+    assert dead[0].key() == record_key("Account", big).encode()
+    body = json.loads(dead[0].value())
+    assert body["sfid"] == big and body["replay_id"] == big_position and body["operation"] == "create"
+    assert body["size"] > LIMIT and body["limit"] == LIMIT and "message" not in body
+    alerts = _alerts(cfg, 1)
+    assert len(alerts) == 1 and alerts[0].kind is AlertKind.OTHER and alerts[0].object == "Account"
+    assert alerts[0].details["replay_id"] == str(big_position)
+    assert _offsets(cfg)[channel_for("Account")].replay_id == int(events[1].source_position)
+
+
+def test_a_malformed_event_goes_to_the_dlq_and_the_rest_flows(org: EmulatorHandle, cfg: SfsyncConfig, running: Any,
+                                                              inbound: Reader) -> None:
+    """Two malformed events on the Account channel (published raw through the emulator): one without
+    ``commitTimestamp`` / ``changeType`` (not a CDC event), one naming an empty record id (no record key).
+    Each goes to ``<prefix>.dlq.postgres`` with the CometD message as JSON, the reason (class
+    ``MalformedCdcEvent`` / ``MissingRecordKey``) and origin channel + replay id, one alert each; the change
+    after them arrives and the stored position passes them.
+
+    Failed before the fix: the first was logged and skipped (nothing on the DLQ, no alert); the second raised
+    ``ValueError`` from ``record_key`` while the transaction was being written: the producer stopped (crash loop).
+    """
+    sf = org.salesforce()
+    producer = running()
+    channel = channel_for("Account")
+    _wait_subscribed(org)
+    first = sf.Account.create({"Name": "First"})["id"]
+    _events(inbound, 1, GUARD)
+    not_cdc = {"ChangeEventHeader": {"entityName": "Account", "recordIds": [first]}, "Name": "no header fields"}
+    no_key = {"ChangeEventHeader": {"entityName": "Account", "changeType": "UPDATE", "recordIds": [""],
+                                    "commitTimestamp": int(time.time() * 1000), "changedFields": ["Name"]},
+              "Name": "no id"}
+    bad_ids = [org.control.emit_raw_event(channel, not_cdc), org.control.emit_raw_event(channel, no_key)]
+    after = sf.Account.create({"Name": "After"})["id"]
+    events = _read_until(inbound, lambda evs: any(e.sfid == after for e in evs), GUARD)
+    dead = _dead_letters(cfg, 2)
+    producer.stop()
+    assert [e.sfid for e in events] == [first, after]
+    assert len(dead) == 2
+    for message, replay_id, error_class, payload in zip(dead, bad_ids, ("MalformedCdcEvent", "MissingRecordKey"),
+                                                        (not_cdc, no_key), strict=True):
+        info = parse_failure_headers(message.headers())
+        assert (info.kind, info.error_class, info.stage) == ("permanent", error_class, "salesforce-producer")
+        assert info.origin is not None and (info.origin.topic, info.origin.offset) == (channel, replay_id)
+        assert f"replay id {replay_id}" in info.message and channel in info.message
+        body = json.loads(message.value())
+        assert body["replay_id"] == replay_id and body["message"]["data"]["payload"] == payload
+    alerts = _alerts(cfg, 2)
+    assert sorted(a.details["replay_id"] for a in alerts) == sorted(str(i) for i in bad_ids)
+    assert _offsets(cfg)[channel].replay_id == int(events[-1].source_position)

@@ -1,0 +1,343 @@
+"""The processor worker (``python -m sfsync run processor``) against the real broker: replay after a crash
+and unexpected errors.
+
+The worker runs as a process, started the way deploy/ starts it. Changes go in on ``changes.outbound`` the
+way the outbox relay writes them; assertions read Kafka only — what came out on ``apply.salesforce`` and the
+DLQ, the processor group's committed offsets and the table changelog — never the worker's internals. Each
+test has its own topic prefix (the ``kafka_config`` fixture).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from sfsync.config import SfsyncConfig, build_config
+from sfsync.devstack.process import free_port
+from sfsync.devstack.roles import RoleSet
+from sfsync.devstack.stack import demo_config
+from sfsync.failures import Origin, parse_failure_headers
+from sfsync.kafka.topics import TopicNames, apply_topics
+from sfsync.records import ApplyCommand, ChangeEvent, Operation, Source
+from sfsync.serde import Serde
+
+ROLE = "processor"
+HANG_GUARD_S = 90.0  # only for something that never happens; no assertion is about speed
+KEY = b"Contact:local:7"
+T = TypeVar("T")
+
+
+def outbound_change(local_key: str | None, op: Operation = Operation.UPDATE, **values: Any) -> ChangeEvent:
+    """A PostgreSQL change of one ``contacts`` row, as the outbox relay writes it."""
+    return ChangeEvent(source=Source.POSTGRES, object="Contact", entity="contacts", operation=op,
+                       local_key=local_key, changed_fields=sorted(values), values=values,
+                       commit_ts=datetime.now(UTC), source_position=uuid.uuid4().hex)
+
+
+class ProcessorHarness:
+    """One config file, its topics, and one processor worker process (started on demand)."""
+
+    def __init__(self, root: Path, kafka: dict[str, Any]) -> None:
+        self.raw: dict[str, Any] = demo_config()
+        self.raw["kafka"] = dict(kafka)
+        self.root = root
+        self.config_path = root / "sfsync.yaml"
+        self.write_config()
+        self.names = TopicNames(self.cfg.kafka.topic_prefix)
+        apply_topics(self.cfg)
+        self.roles = RoleSet(self.config_path, root / "logs")
+        self.serde = Serde()  # what the producers write: single-object encoding
+        self._producer = Producer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+                                   "message.max.bytes": 5_000_000, "linger.ms": 0})
+
+    @property
+    def changelog_outbound(self) -> str:
+        """faust's changelog topic of the outbound table (``<app id>-<table>-changelog``)."""
+        return f"{self.names.processor_group}-synced-outbound-changelog"
+
+    def write_config(self) -> None:
+        """(Re)write the config file from ``raw``; a worker started afterwards reads it."""
+        self.cfg: SfsyncConfig = build_config(self.raw)
+        self.config_path.write_text(yaml.safe_dump(self.raw))
+
+    # ------------------------------------------------------------------ the worker
+
+    def start(self) -> None:
+        """Start the worker and wait until it answers ``/readyz`` (joined, assigned, tables recovered)."""
+        self.roles.start(ROLE)
+        self.roles.wait_ready(timeout=HANG_GUARD_S, names=[ROLE])
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the worker with ``sig``; its exit code."""
+        self.roles.kill(ROLE, sig)
+        return self.roles.procs[ROLE].returncode
+
+    def alive(self) -> bool:
+        return self.roles.alive(ROLE)
+
+    def exit_code(self) -> int | None:
+        return self.roles.procs[ROLE].poll()
+
+    def log(self) -> str:
+        path = self.roles.log_path(ROLE)
+        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
+
+    # ------------------------------------------------------------------ Kafka
+
+    def produce(self, topic: str, change: ChangeEvent, key: bytes | None, partition: int = 0) -> int:
+        """Write one change to ``partition``; its offset once acknowledged."""
+        got: list[Message] = []
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            assert err is None, err
+            got.append(msg)
+
+        self._producer.produce(topic, self.serde.encode(change, topic), key=key, partition=partition,
+                               on_delivery=delivered)
+        assert self._producer.flush(30) == 0 and got
+        offset = got[0].offset()
+        assert offset is not None
+        return offset
+
+    def _consumer(self) -> Consumer:
+        return Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+
+    def read(self, topic: str, start: dict[int, int] | None = None) -> list[Message]:
+        """Every message of ``topic`` up to its current end (from ``start[partition]``, else the beginning)."""
+        consumer = self._consumer()
+        try:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            if metadata.error is not None:  # not created (yet)
+                return []
+            partitions = set(metadata.partitions)
+            consumer.assign([TopicPartition(topic, p, (start or {}).get(p, 0)) for p in partitions])
+            out: list[Message] = []
+            at_end: set[int] = set()
+            deadline = time.monotonic() + 30
+            while at_end != partitions and time.monotonic() < deadline:
+                for m in consumer.consume(1000, 0.5):
+                    error = m.error()
+                    if error is None:
+                        out.append(m)
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(m.partition() or 0)
+            assert at_end == partitions, f"could not read {topic} to its end"
+            return out
+        finally:
+            consumer.close()
+
+    def ends(self, topic: str) -> dict[int, int]:
+        """The next offset of every partition of ``topic`` (read to the end, not ListOffsets: docs/kafka.md)."""
+        ends: dict[int, int] = {}
+        for m in self.read(topic):
+            ends[m.partition() or 0] = max(ends.get(m.partition() or 0, 0), (m.offset() or 0) + 1)
+        return ends
+
+    def commands(self, topic: str, start: dict[int, int] | None = None) -> list[ApplyCommand]:
+        return [self.serde.decode(m.value() or b"", ApplyCommand, topic) for m in self.read(topic, start)]
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        """The processor group's committed offset of ``topic[partition]`` (``None``: never committed)."""
+        consumer = Consumer({"bootstrap.servers": self.cfg.kafka.bootstrap_servers,
+                             "group.id": self.names.processor_group, "enable.auto.commit": False})
+        try:
+            [tp] = consumer.committed([TopicPartition(topic, partition)], timeout=10)
+            return tp.offset if tp.offset >= 0 else None
+        finally:
+            consumer.close()
+
+    def forget_committed_offsets(self) -> None:
+        """Delete the processor group with its committed offsets (no worker may run): a worker started
+        afterwards reads every partition from its beginning (``auto.offset.reset=earliest``).
+
+        Not a commit of an older offset: the embedded broker refuses commits from outside a group that had
+        members (``UNKNOWN_MEMBER_ID``), and keeps the faust protocol so another client cannot join it.
+        """
+        admin = AdminClient({"bootstrap.servers": self.cfg.kafka.bootstrap_servers})
+        for future in admin.delete_consumer_groups([self.names.processor_group]).values():
+            future.result(timeout=30)
+
+    def table_entries(self, changelog: str) -> dict[bytes, bytes | None]:
+        """The latest value per key of a table's changelog (what a restarted worker recovers)."""
+        return {m.key() or b"": m.value() for m in self.read(changelog)}
+
+    def wait_until(self, predicate: Callable[[], T | None], what: str, timeout: float = HANG_GUARD_S,
+                   interval: float = 0.2) -> T:
+        """``predicate()``'s first truthy answer; fails (with the worker's log) when none comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = predicate()
+            if answer:
+                return answer
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s (hang guard) waiting for {what}\n{self.log()}")
+
+    def close(self) -> None:
+        self.roles.stop_all()
+
+
+@pytest.fixture
+def processor_harness(tmp_path: Path, kafka_config: dict[str, Any]) -> Iterator[ProcessorHarness]:
+    harness = ProcessorHarness(tmp_path, kafka_config)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def by_event(commands: list[ApplyCommand]) -> dict[str, ApplyCommand]:
+    return {c.source_event_id: c for c in commands}
+
+
+def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: ProcessorHarness) -> None:
+    """Several changes of one record were processed (the table holds their state) but the source offsets were
+    not committed — a crash before the outputs were acknowledged. A restarted worker replays them: each must
+    be sent again with the values of the change, none suppressed by the state it produced itself; after the
+    replay, suppression works as before (state did not move backwards).
+
+    The crash is simulated exactly: a worker processes the changes and stops, then the group's committed
+    offsets are deleted, so they stand before the first change (what a kill -9 before the commit leaves:
+    table changelog written, offsets not committed). Outputs of the first run count as lost; only the
+    restart's are read.
+
+    Failed before the fix: the replayed first change went out with only Title (FirstName and LastName equal
+    to the restored state, suppressed), and the last one not at all: the replayed first change had set the
+    state back to its own values and id, so the third compared equal to it and was no longer "the change
+    that set the state".
+    """
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    changes = [
+        outbound_change("7", Operation.CREATE, first_name="Ada", last_name="Lovelace", title="T1"),
+        outbound_change("7", title="T2"),
+        outbound_change("7", phone="555"),
+    ]
+    h.start()
+    offsets = [h.produce(source, c, KEY) for c in changes]
+    h.wait_until(lambda: {c.event_id for c in changes} <= set(by_event(h.commands(target))), "the first run's commands")
+    h.wait_until(lambda: len(h.read(h.changelog_outbound)) >= len(changes), "the table's changelog")
+    # The embedded broker reports a partition's end as its last record batch's base offset + 1, and faust
+    # recovers a table only up to the reported end: a later change of another record (its own batch) makes
+    # the restarted worker recover the whole state of the three.
+    other = outbound_change("8", Operation.CREATE, last_name="Other")
+    h.produce(source, other, b"Contact:local:8")
+    h.wait_until(lambda: b"Contact:local:8" in h.table_entries(h.changelog_outbound), "the other record's state")
+    assert h.stop() == 0
+
+    lost = h.ends(target)  # everything the first run sent counts as lost from here on
+    assert offsets[0] == 0  # the first change is the partition's first record: "not committed" = no offset
+    h.forget_committed_offsets()
+    assert h.committed(source, 0) is None
+    h.start()
+
+    def resent() -> dict[str, ApplyCommand] | None:
+        got = by_event(h.commands(target, lost))
+        return got if other.event_id in got else None  # replayed after the three (same partition, in order)
+
+    got = h.wait_until(resent, "the replay of the change after the three")
+    sent = {c.event_id: got[c.event_id].values if c.event_id in got else None for c in changes}
+    assert sent == {
+        changes[0].event_id: {"FirstName": "Ada", "LastName": "Lovelace", "Title": "T1"},
+        changes[1].event_id: {"Title": "T2"},
+        changes[2].event_id: {"Phone": "555"},
+    }
+
+    # The replay left the newest state: an unchanged value is suppressed, a new one sent alone.
+    echo = outbound_change("7", title="T2", phone="555")
+    newer = outbound_change("7", title="T3", phone="555")
+    after = h.ends(target)
+    h.produce(source, echo, KEY)
+    h.produce(source, newer, KEY)
+    later = h.wait_until(lambda: (got := by_event(h.commands(target, after))) and newer.event_id in got and got,
+                         "the change after the replay")
+    assert echo.event_id not in later
+    assert later[newer.event_id].values == {"Title": "T3"}
+
+
+def _not_committed(h: ProcessorHarness, source: str, offset: int) -> None:
+    assert (h.committed(source, 0) or 0) <= offset, (
+        f"offset {offset} of {source} was committed: the change is lost\n{h.log()}")
+
+
+def _stopped_or_committed_past(h: ProcessorHarness, source: str, offset: int) -> Any:
+    return not h.alive() or (h.committed(source, 0) or 0) > offset
+
+
+def test_a_failing_schema_registry_stops_the_worker_without_committing_the_change(
+        processor_harness: ProcessorHarness) -> None:
+    """The schema registry refuses connections (``kafka.schema_registry.url`` on a closed port): a change
+    that cannot be encoded for that reason is not the record's fault. The worker stops without committing
+    it and without recording it in the table; once the registry is fixed, a restarted worker sends it.
+
+    Failed before the fix: the agent raised after the table was updated; faust restarted the agent, skipped
+    the change and committed its offset — the worker kept running and the change was gone for good.
+    """
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    h.raw["kafka"]["schema_registry"] = {"url": f"http://127.0.0.1:{free_port()}"}
+    h.write_config()
+    h.start()
+    change = outbound_change("7", Operation.CREATE, first_name="Ada", last_name="Lovelace")
+    offset = h.produce(source, change, KEY)
+    h.wait_until(lambda: _stopped_or_committed_past(h, source, offset), "the worker to stop or commit the change")
+    _not_committed(h, source, offset)
+    assert not h.alive() and h.exit_code() != 0
+    assert KEY not in h.table_entries(h.changelog_outbound)  # the table records only what was sent
+
+    del h.raw["kafka"]["schema_registry"]  # the operator fixes the registry
+    h.write_config()
+    h.start()
+    got = h.wait_until(lambda: by_event(h.commands(target)).get(change.event_id), "the change after the restart")
+    assert got.values == {"FirstName": "Ada", "LastName": "Lovelace"}
+
+
+def test_a_failed_send_stops_the_worker_without_committing_the_change(processor_harness: ProcessorHarness) -> None:
+    """The producer refuses the apply command (larger than its ``max_request_size``): the send fails. The DLQ
+    would take the same producer and a change as large, so the worker stops without committing the change
+    and without recording it in the table.
+
+    Failed before the fix: the agent raised after the table was updated; faust restarted the agent, skipped
+    the change and committed its offset — the worker kept running.
+    """
+    h = processor_harness
+    source = h.names.changes_outbound
+    h.start()
+    big = outbound_change("7", title="x" * 1_100_000)
+    offset = h.produce(source, big, KEY)
+    h.wait_until(lambda: _stopped_or_committed_past(h, source, offset), "the worker to stop or commit the change")
+    _not_committed(h, source, offset)
+    assert not h.alive() and h.exit_code() != 0
+    assert KEY not in h.table_entries(h.changelog_outbound)
+    assert h.read(h.names.dlq("salesforce")) == []
+
+
+def test_an_unexpected_error_while_deciding_dead_letters_the_change(processor_harness: ProcessorHarness) -> None:
+    """A change the mapping accepts but the agent cannot key (no Kafka key, neither sfid nor local key) raises
+    an unexpected ``ValueError``. It goes to the DLQ with that reason and its origin; the changes behind it
+    flow.
+
+    Failed before the fix: faust restarted the agent and skipped the change: nothing on the DLQ, no trace.
+    """
+    h = processor_harness
+    source, target, dlq = h.names.changes_outbound, h.names.apply_salesforce, h.names.dlq("salesforce")
+    h.start()
+    poison = outbound_change(None, Operation.CREATE, first_name="Nobody")
+    offset = h.produce(source, poison, None)
+    after = outbound_change("8", Operation.CREATE, first_name="Next")
+    h.produce(source, after, b"Contact:local:8")
+    h.wait_until(lambda: by_event(h.commands(target)).get(after.event_id), "the change behind the poison")
+    letters = [parse_failure_headers(m.headers()) for m in h.read(dlq)]
+    assert [(i.error_class, i.kind, i.stage, i.origin) for i in letters] == [
+        ("ValueError", "permanent", "processor", Origin(source, 0, offset))]
+    assert "neither sfid nor local_key" in letters[0].message
