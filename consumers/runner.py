@@ -1,7 +1,8 @@
 """The sink runner: one consume -> write -> route failures -> commit loop for every sink.
 
 Contract (at-least-once, nothing lost):
-- Messages are read from the sink's apply topic and its retry tiers, in
+- Messages are read from the sink's apply topic and its retry tiers (every
+  ``<prefix>.retry.<sink>.*`` topic, by pattern: a renamed tier strands nothing), in
   batches of up to ``sinks.<name>.batch_size``. A batch waits ``linger_ms``
   after its first message; after that it goes out only when nothing more is
   known to be waiting (:mod:`consumers.backlog`), so a backlog always goes
@@ -111,7 +112,8 @@ class SinkRunner:
         self.stall_s = sink_cfg.stall_ms / 1000
         self.direction = sink.direction
         self.source = self.names.apply(sink.direction)
-        self.retry_topics = [self.names.retry(sink.name, t.name) for t in cfg.retry.tiers]
+        # every tier's topic by pattern, so a renamed tier's topic is still read until it is empty
+        self.retry_pattern = self.names.retry_pattern(sink.name)
         self.serde = Serde.from_config(cfg.kafka)
         self.versions = VersionGuard(cfg, sink.direction)
         self.stats = SinkStats()
@@ -135,7 +137,7 @@ class SinkRunner:
         try:
             if not self._wait_for_target(stop):
                 return
-            self.consumer.subscribe([self.source, *self.retry_topics], on_assign=self._on_assign,
+            self.consumer.subscribe([self.source, self.retry_pattern], on_assign=self._on_assign,
                                     on_revoke=self._on_revoke)
             while not stop.is_set():
                 self.health.beat()
@@ -376,7 +378,7 @@ class SinkRunner:
 
     def _hold_if_early(self, msg: Message) -> bool:
         """A retry message whose delay has not passed: pause its partition and rewind to it."""
-        if msg.topic() not in self.retry_topics:
+        if not self.names.is_retry(msg.topic() or "", self.sink.name):
             return False
         raw = read_headers(_headers(msg)).get(H_NOT_BEFORE)
         if not raw:

@@ -15,6 +15,7 @@ stay until an operator replays or purges them).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -82,6 +83,14 @@ class TopicNames:
 
     def retry(self, sink: str, tier: str) -> str:
         return self._n(f"retry.{sink}.{tier}")
+
+    def retry_pattern(self, sink: str) -> str:
+        """A librdkafka subscription regex matching every retry tier topic of ``sink``, configured or not
+        (a renamed tier's topic still holds records that must not be stranded)."""
+        return "^" + re.escape(f"{self.prefix}.retry.{sink}.") + r"[a-z0-9_]+$"
+
+    def is_retry(self, topic: str, sink: str) -> bool:
+        return re.fullmatch(self.retry_pattern(sink)[1:-1], topic) is not None
 
     def dlq(self, sink: str) -> str:
         return self._n(f"dlq.{sink}")

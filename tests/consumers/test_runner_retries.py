@@ -146,3 +146,19 @@ def test_salesforce_sink_retry_keeps_its_own_fields_and_loses_to_newer(cfg: Sfsy
             wait_until("the field only the retry carries", lambda: (sf_contact(org, "41") or {}).get("Phone") == "1")
     got = sf_contact(org, "41")
     assert got is not None and (got["Title"], got["Phone"]) == ("new", "1")
+
+
+def test_a_retry_in_the_topic_of_a_renamed_tier_still_arrives(cfg: SfsyncConfig) -> None:
+    """Failed before the fix: the runner subscribed to the retry topics of the configured tiers only, so
+    after a tier was renamed (``retry.tiers``) whatever waited in the old tier's topic was stranded."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    names = TopicNames(cfg.kafka.topic_prefix)
+    old_tier = names.retry("postgres", "renamed_away")
+    admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    admin.create_topics([NewTopic(old_tier, cfg.kafka.partitions, 1)])[old_tier].result(30)
+    sfid = "003000000000009AAA"
+    stranded = command(ApplyTarget.LOCAL, 1, {"title": "waited", "last_name": "L"}, sfid=sfid, attempt=1)
+    send(cfg, old_tier, stranded, retry=True)
+    with running(cfg, lambda: PostgresSink(cfg)):
+        wait_until("the retry from the old tier's topic", lambda: local_contact(cfg, sfid) == ("waited", None))

@@ -234,3 +234,13 @@ def test_dlq_retention_below_one_minute_is_rejected(value: int) -> None:
     assert [str(p) for p in info.value.problems] == [
         "kafka.dlq_retention_ms: must be -1 (keep forever) or at least 60000"
     ]
+
+
+def test_the_retry_pattern_matches_every_tier_of_one_sink_only() -> None:
+    names = TopicNames("my.prefix")
+    assert names.is_retry("my.prefix.retry.postgres.5s", "postgres")
+    assert names.is_retry("my.prefix.retry.postgres.renamed_tier", "postgres")
+    assert not names.is_retry("my.prefix.retry.salesforce.5s", "postgres")
+    assert not names.is_retry("myXprefix.retry.postgres.5s", "postgres")  # the prefix's dots are literal
+    assert not names.is_retry("my.prefix.dlq.postgres", "postgres")
+    assert names.retry_pattern("postgres").startswith("^")  # librdkafka: a regex subscription
