@@ -171,7 +171,12 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             await _parked()
 
         async def process(stream: Any) -> None:
-            acks = InOrderAcks(on_failed_delivery=lambda event, exc: asyncio.ensure_future(crash(event, exc)),
+            stopping: set[asyncio.Future[None]] = set()  # strong references: the loop keeps only weak ones
+
+            def failed_delivery(event: Any, exc: BaseException) -> None:
+                stopping.add(asyncio.ensure_future(crash(event, exc)))
+
+            acks = InOrderAcks(on_failed_delivery=failed_delivery,
                                on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
                                                                              e.message))
             async for event in stream.events():
