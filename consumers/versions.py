@@ -10,7 +10,10 @@ tiers; a version per field, kept durably next to the data, needs only a compare.
   written since: only those are dropped);
 - a field is never overwritten by an older version, whoever writes it (restart, second replica,
   a retry that reached another member, a record whose key changed from local to sfid form);
-- a delete is not undone by an older upsert, and an older delete does not remove a newer record.
+- a delete is not undone by an older upsert, and an older delete does not remove a newer record;
+- a command already written (its version is stored) is not written again when it is delivered again
+  (a replay after a crash): what happened to the record since, a user's change on the target among it,
+  stays. A write that failed stored no version, so its retry is written.
 
 A command's version is ``(source commit time in µs, source position)``: the outbox id for changes
 from PostgreSQL (one sequence, in commit order per row), the replay id for Salesforce CDC (monotonic
@@ -59,15 +62,15 @@ def record_id(command: ApplyCommand, direction: Direction) -> RecordId | None:
 
 
 def screen(command: ApplyCommand, stored: Mapping[str, Version]) -> ApplyCommand | None:
-    """The part of ``command`` that is not older than what was written; ``None`` when nothing is left."""
+    """The part of ``command`` that is newer than what was written; ``None`` when nothing is left."""
     version = command_version(command)
     if command.operation is ApplyOperation.DELETE:
         newest = max(stored.values(), default=None)
-        return command if newest is None or version >= newest else None
+        return command if newest is None or version > newest else None
     deleted = stored.get(DELETED)
     if deleted is not None and version < deleted:
         return None  # an upsert older than the record's delete must not bring it back
-    keep = {f: v for f, v in command.values.items() if f not in stored or version >= stored[f]}
+    keep = {f: v for f, v in command.values.items() if f not in stored or version > stored[f]}
     if len(keep) == len(command.values):
         return command
     if not keep:

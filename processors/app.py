@@ -105,6 +105,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         stream_wait_empty=False,
     )
     app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # type: ignore[attr-defined]  # processors.transport
+    app.sfsync_kafka = cfg.kafka  # type: ignore[attr-defined]  # processors.transport: true partition ends
     stats = ProcessorStats()
 
     def topic(name: str) -> Any:

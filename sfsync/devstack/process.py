@@ -28,7 +28,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def die_with_parent(sig: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux)."""
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux).
+
+    The "parent" is the THREAD that started the child (``PR_SET_PDEATHSIG``): a child started from a
+    short-lived thread gets ``sig`` as soon as that thread ends. Start children from a thread that lives
+    as long as they should (the main thread).
+    """
     def setup() -> None:
         if sys.platform.startswith("linux"):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -7,43 +7,15 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from kafka_helpers import create_topic, produce
 
 from sfsync.config import KafkaConfig, build_config
 from sfsync.kafka.compacted import CompactedReadTimeout, read_compacted
-from sfsync.kafka.settings import admin_settings, producer_settings
 
 
 @pytest.fixture
 def kafka(kafka_config: dict[str, Any]) -> KafkaConfig:
     return build_config({"kafka": kafka_config}).kafka
-
-
-def create_topic(cfg: KafkaConfig, suffix: str, partitions: int) -> str:
-    name = f"{cfg.topic_prefix}.{suffix}"
-    admin = AdminClient(admin_settings(cfg))
-    new = NewTopic(name, num_partitions=partitions, replication_factor=cfg.replication_factor,
-                   config={"cleanup.policy": "compact"})
-    admin.create_topics([new])[name].result(30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait until the metadata shows every partition
-        info = admin.list_topics(name, timeout=10).topics.get(name)
-        if info is not None and info.error is None and len(info.partitions) == partitions:
-            return name
-        time.sleep(0.1)
-    raise AssertionError(f"topic {name} did not appear")
-
-
-def produce(cfg: KafkaConfig, topic: str, records: list[tuple[int, bytes | None, bytes | None]]) -> None:
-    """(partition, key, value) in order; waits for every acknowledgement."""
-    producer = Producer(producer_settings(cfg, "test"))
-    failures: list[Any] = []
-    for partition, key, value in records:
-        producer.produce(topic, value=value, key=key, partition=partition,
-                         on_delivery=lambda err, _msg: failures.append(err) if err else None)
-    assert producer.flush(30) == 0
-    assert failures == []
 
 
 def test_latest_value_per_key_across_partitions(kafka: KafkaConfig) -> None:
