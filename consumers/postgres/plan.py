@@ -15,6 +15,19 @@ rounds of :class:`Op`:
 - a command that cannot be applied at all (unknown object, unmapped column,
   no record key, delete without Salesforce id) gets a permanent
   :class:`~sfsync.failures.Failure` and no op.
+
+Values (:func:`json_value`, :func:`op_json`): every value reaches PostgreSQL's
+input functions as text they read back exactly (a ``Decimal`` as its digits,
+never through float). Two rules change a value on its way in, both documented
+in docs/postgres.md:
+
+- **NUL**: PostgreSQL ``text`` and ``jsonb`` cannot hold U+0000, so NUL
+  characters are removed from every string (:func:`pg_text`); the record is
+  written (never refused for it) and the sink logs which columns lost one
+  (:func:`nul_columns`).
+- **Ids**: Salesforce ids (the record's sfid, reference values) are written in
+  their 18-character form (:func:`~sfsync.salesforce.values.canonical_sfid`);
+  two commands naming one record by its 15- and 18-character ids are one record.
 """
 
 from __future__ import annotations
@@ -29,7 +42,8 @@ from typing import Any
 
 from sfsync.config import DeletePolicy, SfsyncConfig
 from sfsync.failures import Failure, FailureKind
-from sfsync.records import ApplyCommand, ApplyOperation, FieldPyValue
+from sfsync.records import ApplyCommand, ApplyOperation, FieldPyValue, record_key
+from sfsync.salesforce.values import canonical_sfid, is_sfid
 
 
 class OpKind(StrEnum):
@@ -148,15 +162,16 @@ def plan_batch(batch: list[ApplyCommand], plans: Mapping[str, ObjectPlan]) -> Ba
                 "UnmappedColumn", f"{plan.table}: column(s) {', '.join(unknown)} not mapped for {plan.name}"
             )
             continue
+        sfid = canonical_sfid(cmd.sfid) or None
         try:
-            key = cmd.key
+            key = record_key(cmd.object, sfid, cmd.local_key)
         except ValueError as e:
             failures[i] = _permanent("NoRecordKey", str(e))
             continue
         kind = _kind(cmd, plan)
         if kind is None:
             continue  # delete ignored by policy: nothing to write, success
-        if kind is not OpKind.UPSERT and not cmd.sfid:
+        if kind is not OpKind.UPSERT and not sfid:
             failures[i] = _permanent("NoSalesforceId", f"{plan.name} {kind.value} needs the record's Salesforce id")
             continue
         prev = last_op.get(key)
@@ -164,12 +179,12 @@ def plan_batch(batch: list[ApplyCommand], plans: Mapping[str, ObjectPlan]) -> Ba
             merged = ops[prev]
             if kind is OpKind.UPSERT:
                 merged.values.update(cmd.values)
-            merged.sfid = cmd.sfid or merged.sfid
+            merged.sfid = sfid or merged.sfid
             merged.local_key = cmd.local_key or merged.local_key
             merged.indexes.append(i)
             continue
         last_op[key] = len(ops)
-        ops.append(Op(kind, cmd.object, key, cmd.sfid, cmd.local_key, dict(cmd.values), [i]))
+        ops.append(Op(kind, cmd.object, key, sfid, cmd.local_key, dict(cmd.values), [i]))
     return BatchPlan(_rounds(ops), failures)
 
 
@@ -183,7 +198,7 @@ def link_ops(pairs: Iterable[tuple[str, str, str]], plans: Mapping[str, ObjectPl
         elif not local_key or not sfid:
             failures[i] = _permanent("NoRecordKey", f"{obj}: write-back needs a local key and a Salesforce id")
         else:
-            ops.append(Op(OpKind.LINK, obj, f"{obj}:local:{local_key}", sfid, local_key, {}, [i]))
+            ops.append(Op(OpKind.LINK, obj, f"{obj}:local:{local_key}", canonical_sfid(sfid), local_key, {}, [i]))
     return BatchPlan(_rounds(ops), failures)
 
 
@@ -199,13 +214,30 @@ def _rounds(ops: list[Op]) -> list[list[Op]]:
     return rounds
 
 
+def pg_text(text: str) -> str:
+    """``text`` as PostgreSQL can store it: NUL characters (U+0000) removed, nothing else changed.
+
+    PostgreSQL's ``text``, ``varchar`` and ``jsonb`` cannot hold U+0000 (a jsonb ``\\u0000`` is refused with
+    SQLSTATE 22P05), so the rule is: NULs are dropped, the rest of the value is written.
+    """
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def nul_columns(values: Mapping[str, FieldPyValue]) -> list[str]:
+    """The columns whose string value holds a NUL character (:func:`pg_text` removes it), sorted."""
+    return sorted(c for c, v in values.items() if isinstance(v, str) and "\x00" in v)
+
+
 def json_value(value: FieldPyValue) -> Any:
     """A field value as JSON that PostgreSQL's input functions read back exactly.
 
-    Decimals, dates, times and datetimes become their ISO/decimal text; bytes the
-    ``\\x..`` hex form of ``bytea``; non-finite floats ``NaN``/``Infinity``.
+    Decimals, dates, times and datetimes become their ISO/decimal text (exact: a Decimal's digits, an int of
+    any size as a JSON integer); bytes the ``\\x..`` hex form of ``bytea``; non-finite floats
+    ``NaN``/``Infinity``; strings lose their NUL characters (:func:`pg_text`).
     """
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return pg_text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if math.isnan(value):
@@ -227,14 +259,34 @@ def op_json(op: Op, plan: ObjectPlan, with_key: bool = True) -> dict[str, Any]:
 
     ``row`` holds the local key, the sfid and every plain column (typed by
     ``jsonb_populate_record`` against the table's row type); ``ref`` holds the
-    Salesforce ids of reference columns, resolved to local keys in SQL. Without
+    Salesforce ids of reference columns (18-character form), resolved to local keys in SQL. Without
     ``with_key`` the local key is left out (deletes and unlinks go by sfid only).
     """
-    row: dict[str, Any] = {plan.local_key: op.local_key if with_key else None, plan.sfid_column: op.sfid}
+    local_key = pg_text(op.local_key) if with_key and op.local_key is not None else None
+    row: dict[str, Any] = {plan.local_key: local_key, plan.sfid_column: canonical_sfid(op.sfid)}
     ref: dict[str, Any] = {}
     for column, value in op.values.items():
         if column in plan.references:
-            ref[column] = None if value in (None, "") else str(value)
+            ref[column] = None if value in (None, "") else canonical_sfid(pg_text(str(value)))
         else:
             row[column] = json_value(value)
     return {"row": row, "ref": ref}
+
+
+def sfids_by_table(ops: Iterable[Op], plans: Mapping[str, ObjectPlan]) -> dict[str, list[str]]:
+    """The 18-character Salesforce ids the ops name, per object whose table holds them: each op's own sfid
+    (its object) and its reference values (the referenced object). The sink rewrites a stored 15-character
+    form of these ids first, so that every comparison in SQL is a plain equality."""
+    out: dict[str, set[str]] = {}
+    for op in ops:
+        plan = plans.get(op.object)
+        if plan is None:
+            continue
+        if op.sfid and is_sfid(op.sfid):
+            out.setdefault(op.object, set()).add(op.sfid)
+        for column, target in plan.references.items():
+            value = op.values.get(column)
+            sfid = canonical_sfid(str(value)) if value not in (None, "") else None
+            if sfid and is_sfid(sfid) and target in plans:
+                out.setdefault(target, set()).add(sfid)
+    return {name: sorted(ids) for name, ids in out.items()}

@@ -20,6 +20,11 @@ Implements :class:`consumers.base.Sink` (``name = "postgres"``). Contract:
 - **Delete** by the object's delete policy: ``propagate`` deletes the row by
   sfid, ``unlink`` sets its sfid to NULL, ``ignore`` writes nothing.
   Undelete is an upsert.
+- **Values** (see :mod:`consumers.postgres.plan`): NUL characters are removed
+  from strings (a warning names object, record and columns), ids are written in
+  their 18-character form, and before a batch's statements a row holding the
+  15-character form of an id the batch names (its records, their references)
+  gets the 18-character form: the same record, never a duplicate row.
 - **Isolation**: a statement that fails because of its data (SQLSTATE classes
   22 data exception, 23 integrity constraint, and other record-level
   classes) is rolled back to its savepoint and bisected until the failing
@@ -57,10 +62,12 @@ from consumers.postgres.plan import (
     Op,
     OpKind,
     link_ops,
+    nul_columns,
     object_order,
     object_plans,
     op_json,
     plan_batch,
+    sfids_by_table,
 )
 from sfsync.config import SfsyncConfig
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
@@ -155,6 +162,12 @@ class PostgresSink:
         Raises :class:`SinkUnavailable` when the database cannot take the batch; then nothing of it committed.
         """
         plan = plan_batch(batch, self.plans)
+        for ops in plan.rounds:
+            for op in ops:
+                cleaned = nul_columns(op.values)
+                if cleaned:
+                    log.warning("%s %s: NUL characters removed from %s (PostgreSQL text cannot hold them)",
+                                op.object, op.sfid or f"local key {op.local_key}", ", ".join(cleaned))
         results = self._execute(plan, len(batch))
         self.stats.batches += 1
         self.stats.commands += len(batch)
@@ -237,6 +250,7 @@ class PostgresSink:
         return results
 
     def _apply(self, conn: psycopg.Connection, plan: BatchPlan) -> list[tuple[Op, Failure]]:
+        self._canonical_sfids(conn, plan)
         failed: list[tuple[Op, Failure]] = []
         failed_keys: dict[str, Failure] = {}
         for ops in plan.rounds:
@@ -255,6 +269,26 @@ class PostgresSink:
                     failed.append((op, failure))
                     failed_keys.setdefault(op.key, failure)
         return failed
+
+    def _canonical_sfids(self, conn: psycopg.Connection, plan: BatchPlan) -> None:
+        """Give rows holding the 15-character form of an id the batch names its 18-character form (one
+        statement per table, only for batches naming real ids). A record-level error here changes nothing
+        (the batch's own statements report what is wrong); a schema error pauses the sink like theirs."""
+        for name, ids in sfids_by_table((op for ops in plan.rounds for op in ops), self.plans).items():
+            target = self.plans[name]
+            try:
+                with conn.transaction():
+                    self._run_params(conn, statements.canonical_sfids(target), (ids,))
+            except psycopg.Error as e:
+                scope = _scope(e)
+                if scope in (ErrorScope.DATABASE, ErrorScope.TRANSACTION):
+                    raise
+                if (e.sqlstate or "").startswith("42"):
+                    raise SchemaChanged(f"PostgreSQL refuses writes to {target.schema}.{target.table}: SQLSTATE "
+                                        f"{e.sqlstate} {e.diag.message_primary or str(e).strip()} (a migration "
+                                        "or a permission change? the sink waits and retries the batch)") from None
+                log.warning("stored 15-character ids of %s.%s not rewritten: SQLSTATE %s %s", target.schema,
+                            target.table, e.sqlstate, e.diag.message_primary)
 
     def _groups(self, ops: list[Op]) -> list[tuple[OpKind, ObjectPlan, list[Op]]]:
         """Groups of one kind, object and column set: upserts/links parents first, then deletes children first."""

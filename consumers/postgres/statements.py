@@ -138,3 +138,14 @@ def probe_column(plan: ObjectPlan, column: str) -> sql.Composed:
     return sql.SQL("SELECT (jsonb_populate_record(NULL::{t}, %s::jsonb)).{c}").format(
         t=_t(plan), c=sql.Identifier(column)
     )
+
+
+def canonical_sfids(plan: ObjectPlan) -> sql.Composed:
+    """Rewrite a stored 15-character form of the 18-character ids in the text-array parameter to the
+    18-character form (a user may have typed the short one), unless another row already holds the long one.
+    Ids compare case-sensitively in their 15-character form, as Salesforce's do."""
+    return sql.SQL(
+        "UPDATE {t} AS t SET {sf} = x.s FROM (SELECT DISTINCT s FROM unnest(%s::text[]) AS u(s)) AS x "
+        "WHERE length(x.s) = 18 AND t.{sf} = left(x.s, 15) "
+        "AND NOT EXISTS (SELECT 1 FROM {t} AS y WHERE y.{sf} = x.s)"
+    ).format(t=_t(plan), sf=sql.Identifier(plan.sfid_column))

@@ -15,7 +15,12 @@ Contracts:
   a command with neither fails permanently (``MISSING_KEY``). Deletes need an sfid (the sink looks
   missing ones up by external id).
 - :func:`upsert_body` builds one record of an upsert call (``attributes.type``, the key, the values as
-  REST JSON, reference fields replaced by the referenced record's sfid).
+  REST JSON, reference fields replaced by the referenced record's sfid). Numbers stay exact: a ``Decimal``
+  stays a ``Decimal`` for the JSON writer (:func:`~sfsync.salesforce.values.dumps_exact`), never a float.
+- Every Salesforce id the plan sends (the key of an upsert by ``Id``, a delete's id, a resolved reference)
+  and compares (two commands of one record) is in its 18-character form
+  (:func:`~sfsync.salesforce.values.canonical_sfid`): a command carrying the 15-character form of an id
+  is the same record as one carrying the 18-character form.
 - :func:`record_outcome` turns one per-record result into ``None`` (success) or a :class:`Failure`
   classified by :func:`consumers.salesforce.errors.classify` (error_class = Salesforce's code,
   message = Salesforce's message).
@@ -30,7 +35,7 @@ from typing import Any, Literal
 from consumers.salesforce.errors import classify
 from sfsync.failures import Failure, FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, FieldPyValue
-from sfsync.salesforce.values import to_json_value
+from sfsync.salesforce.values import canonical_sfid, to_json_value
 
 MAX_RECORDS = 200
 #: Delete results that mean "already gone": the desired state holds.
@@ -73,11 +78,11 @@ class Plan:
         return sum(len(r) for r in self.rounds)
 
 
-def _identity(cmd: ApplyCommand) -> str | None:
+def _identity(cmd: ApplyCommand, sfid: str | None) -> str | None:
     if cmd.local_key not in (None, ""):
         return f"local:{cmd.local_key}"
-    if cmd.sfid:
-        return f"sfid:{cmd.sfid}"
+    if sfid:
+        return f"sfid:{sfid}"
     return None
 
 
@@ -91,7 +96,8 @@ def plan(
     failures: dict[int, Failure] = {}
     per_record: dict[tuple[str, str], list[Entry]] = {}
     for i, cmd in enumerate(batch):
-        identity = _identity(cmd)
+        sfid = canonical_sfid(cmd.sfid) or None
+        identity = _identity(cmd, sfid)
         if identity is None:
             failures[i] = Failure(FailureKind.PERMANENT, "MISSING_KEY",
                                   f"{cmd.object} command has neither a local key nor a Salesforce id")
@@ -102,9 +108,9 @@ def plan(
         if last is not None and last.op == op:
             last.indexes.append(i)
             last.values.update(cmd.values)
-            last.sfid = cmd.sfid or last.sfid
+            last.sfid = sfid or last.sfid
             continue
-        entries.append(Entry(cmd.object, op, [i], cmd.local_key or None, cmd.sfid, dict(cmd.values)))
+        entries.append(Entry(cmd.object, op, [i], cmd.local_key or None, sfid, dict(cmd.values)))
     depth = max((len(v) for v in per_record.values()), default=0)
     rounds: list[list[Call]] = []
     for r in range(depth):
@@ -156,7 +162,7 @@ def upsert_body(
             sfid = resolve(target, str(value))
             if sfid is None:
                 raise UnresolvedReference(name, target, str(value))
-            record[name] = sfid
+            record[name] = canonical_sfid(sfid)
             continue
         record[name] = to_json_value(value)
     record[call.key_field] = entry.sfid if call.key_field == "Id" else entry.local_key

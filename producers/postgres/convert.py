@@ -13,7 +13,10 @@ object              the mapped object of ``table_name`` (the table name itself
 entity              ``table_name``
 operation           insert -> create, update -> update, delete -> delete
 local_key           ``local_key`` (the row's key as text)
-sfid                the sfid column's value in ``new_values`` when set
+sfid                the sfid column's value in ``new_values`` when set, in its
+                    18-character form (a user may have stored the 15-character
+                    one; a value that is no Salesforce id is kept as it is, and
+                    Salesforce refuses it with MALFORMED_ID)
 changed_fields      ``changed_columns``
 values              mapped columns from ``new_values`` (never the key/sfid columns)
 commit_ts           ``committed_at``
@@ -40,7 +43,6 @@ the inbound direction uses for the same record. See docs/postgres.md.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ from sfsync.coercion import CoercionError, coerce
 from sfsync.config import ObjectMapping, SfsyncConfig
 from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source, record_key
+from sfsync.salesforce.values import canonical_sfid, dumps_exact
 from sfsync.serde import EncodeError, Serde
 
 OPERATIONS: dict[str, Operation] = {
@@ -115,13 +118,14 @@ class TableIndex:
 def field_value(raw: Any) -> FieldPyValue:
     """A value decoded from jsonb as a field value.
 
-    Scalars pass through (numbers with a fraction arrive as ``Decimal`` when the
-    relay's JSON loader parses them so — exact for ``numeric`` columns); arrays
-    and json objects (array / json columns) become their JSON text.
+    Scalars pass through: numbers with a fraction arrive as ``Decimal`` (the
+    relay's JSON loader parses them so) and integers as ``int``, both exact for
+    ``numeric`` columns of any size; arrays and json objects (array / json
+    columns) become their JSON text.
     """
     if raw is None or isinstance(raw, bool | int | float | str | Decimal):
         return raw
-    return json.dumps(raw, default=str, separators=(",", ":"))
+    return dumps_exact(raw, separators=(",", ":"), allow_nan=True)
 
 
 def _typed(value: FieldPyValue, obj: ObjectMapping, column: str) -> FieldPyValue:
@@ -153,7 +157,7 @@ def row_to_event(row: OutboxRow, index: TableIndex, source: str = "") -> ChangeE
     else:
         object_name, obj = found
         raw_sfid = row.new_values.get(obj.sfid_column)
-        sfid = str(raw_sfid) if raw_sfid not in (None, "") else None
+        sfid = canonical_sfid(str(raw_sfid)) if raw_sfid not in (None, "") else None
         if operation is not Operation.DELETE:
             for f in obj.fields:
                 if f.column in row.new_values:

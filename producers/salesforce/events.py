@@ -5,6 +5,10 @@ Contracts:
 
 - :func:`parse_event` reads one CometD message (``{"channel", "data": {"payload": {"ChangeEventHeader":
   ...}, "event": {"replayId"}}}``) into a :class:`CdcEvent`, or raises ``ValueError`` naming what is missing.
+  Record ids are normalised to their 18-character form (:func:`~sfsync.salesforce.values.canonical_sfid`;
+  a value that is no id, e.g. a wildcard, is kept as it is); so are the values of id and reference fields
+  (by the describe types) in every envelope, and the ids of rows read back over REST. Numbers arrive exact
+  (the streaming client parses fractions as ``Decimal``, see :mod:`sfsync.salesforce.streaming`).
 - :func:`change_events` turns a CREATE/UPDATE/DELETE/UNDELETE event into one
   :class:`~sfsync.records.ChangeEvent` per id in ``recordIds`` (values typed by the object's describe,
   ``nulledFields`` as ``None``, ``origin`` = ``changeOrigin`` so the processor can drop sfsync's echoes).
@@ -37,7 +41,7 @@ from sfsync.config import ObjectMapping
 from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source
 from sfsync.salesforce.soql import soql_string
-from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, format_datetime, parse_datetime
+from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, canonical_sfid, format_datetime, parse_datetime
 from sfsync.serde import EncodeError, Serde
 
 OPERATIONS: dict[str, Operation] = {
@@ -114,7 +118,7 @@ def parse_event(message: Mapping[str, Any]) -> CdcEvent:
         replay_id=replay_id,
         entity=entity,
         change_type=change_type,
-        record_ids=[str(i) for i in header.get("recordIds") or []],
+        record_ids=[canonical_sfid(str(i)) or "" for i in header.get("recordIds") or []],
         commit_ms=commit_ms,
         origin=header.get("changeOrigin") or None,
         transaction_key=header.get("transactionKey"),
@@ -224,11 +228,10 @@ def snapshot_events(
     out: list[ChangeEvent] = []
     seen: set[str] = set()
     for row in rows:
-        sfid = str(row.get("Id") or "")
+        sfid = canonical_sfid(str(row.get("Id") or "")) or ""
         if not sfid:
             continue
         seen.add(sfid)
-        seen.add(sfid[:15])
         stamp = row.get("SystemModstamp") or row.get("LastModifiedDate")
         try:
             commit_ts = parse_datetime(stamp) if isinstance(stamp, str) else ms_to_datetime(fallback_ms)
@@ -251,9 +254,11 @@ def snapshot_events(
             entity=sobject,
             event_id=event_id(channel, position, sfid),
         ))
-    for sfid in requested_ids:
-        if sfid in seen or sfid[:15] in seen:
+    for requested in requested_ids:
+        sfid = canonical_sfid(requested) or ""
+        if sfid in seen:
             continue
+        seen.add(sfid)
         out.append(ChangeEvent(
             source=Source.SALESFORCE, object=sobject, operation=Operation.DELETE,
             commit_ts=ms_to_datetime(fallback_ms), source_position=position, sfid=sfid, entity=sobject,

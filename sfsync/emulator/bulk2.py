@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import itertools
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,8 +73,10 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, Decimal):
+        text = format(value, "f")
     elif isinstance(value, dict):
-        text = ", ".join(str(v) for v in value.values() if v is not None)
+        text = ", ".join(format(v, "f") if isinstance(v, Decimal) else str(v) for v in value.values() if v is not None)
     elif isinstance(value, str) and len(value) == 28 and value.endswith("+0000") and value[10] == "T":
         text = value[:-5] + "Z"
     else:

@@ -13,11 +13,11 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from sfsync.emulator.cometd import GAP_TYPES
-from sfsync.emulator.core import Emulator, parse_json
+from sfsync.emulator.core import Emulator, dumps_json, parse_json
 from sfsync.emulator.errors import SfError
 from sfsync.emulator.rest import emulator
 from sfsync.emulator.store import CallContext
@@ -115,7 +115,7 @@ class IdsSpec(_Model):
 
 
 def _ok(body: Any, status: int = 200) -> Response:
-    return JSONResponse(body, status_code=status)
+    return Response(dumps_json(body), status_code=status, media_type="application/json")
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -160,7 +160,7 @@ async def config(request: Request) -> Response:
     emu = emulator(request)
     if request.method == "PUT":
         raw = await request.body()
-        changes = parse_json(raw) if raw else {}
+        changes = parse_json(raw, exact=False) if raw else {}
         if not isinstance(changes, dict):
             raise BadBody("body must be an object", [])
         try:

@@ -8,7 +8,10 @@ configuration.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -102,16 +105,45 @@ class Emulator:
         return f"api-usage={self.api_used}/{self.config.api_limit}"
 
 
+def number_text(value: Decimal) -> str:
+    """A finite Decimal as a JSON number in plain notation (``123.450``, never ``1.2E+3``)."""
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a JSON number")
+    return format(value, "f")
+
+
+def dumps_json(body: Any) -> str:
+    """Compact JSON; a ``Decimal`` is written as a JSON number with exactly its digits (Salesforce's JSON
+    carries every stored digit; ``json`` alone would refuse a Decimal or, through float, lose digits).
+
+    Each Decimal is first written as a string wrapped in a random per-call marker and then unquoted, so
+    the C encoder does the work; no string value can carry the marker.
+    """
+    numbers: list[str] = []
+    marker = secrets.token_hex(8)
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            numbers.append(number_text(value))
+            return f"{marker}{len(numbers) - 1}{marker}"
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(body, separators=(",", ":"), default=default)
+    if not numbers:
+        return text
+    return re.sub(f'"{marker}(\\d+){marker}"', lambda m: numbers[int(m.group(1))], text)
+
+
 def sf_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response with Salesforce's content type."""
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, headers=headers,
-                    media_type=JSON_TYPE)
+    """A JSON response with Salesforce's content type (Decimals exact, see :func:`dumps_json`)."""
+    return Response(dumps_json(body), status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
-def parse_json(raw: bytes) -> Any:
-    """Decode a request body; JSON_PARSER_ERROR (400) when it is not JSON."""
+def parse_json(raw: bytes, *, exact: bool = True) -> Any:
+    """Decode a request body; JSON_PARSER_ERROR (400) when it is not JSON. ``exact``: numbers with a
+    fraction or exponent become ``Decimal`` (record values keep every digit), else ``float`` (settings)."""
     try:
-        return json.loads(raw or b"null")
+        return json.loads(raw or b"null", parse_float=Decimal if exact else float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SfError("JSON_PARSER_ERROR", f"Unexpected character: was expecting a JSON value ({exc})") from None
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,22 @@ def parse_datetime(text: str) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
+
+
+def _number_text(value: int | float | Decimal) -> str:
+    """A number written into a text field: a Decimal in plain notation, others as ``str``."""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _trimmed(number: Decimal) -> Decimal:
+    """``number`` without trailing fraction zeros beyond the first (``10.50`` -> ``10.5``, ``10.00`` ->
+    ``10.0``), in plain notation: how Salesforce's JSON writes a stored decimal."""
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0")
+        if text.endswith("."):
+            text += "0"
+    return Decimal(text)
 
 
 @dataclass
@@ -207,9 +223,9 @@ class FieldDef:
         return value
 
     def _coerce_text(self, value: Any) -> str:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
             raise self._bad_type(value)
-        text = value if isinstance(value, str) else str(value)
+        text = value if isinstance(value, str) else _number_text(value)
         if len(text) > self.length:
             raise SfError(
                 "STRING_TOO_LONG",
@@ -237,22 +253,37 @@ class FieldDef:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+            return int(value)
         if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
             return int(value)
         raise self._bad_type(value)
 
-    def _coerce_number(self, value: Any) -> float | int:
-        if isinstance(value, bool):
+    def _coerce_number(self, value: Any) -> Decimal | int:
+        """A number as Salesforce stores it: an exact decimal, rounded half up to ``scale`` places (a scale-0
+        field keeps a fraction as sent: the emulator's simplification), an ``int`` when it is integral and
+        the scale is 0. More than ``precision - scale`` integer digits: NUMBER_OUTSIDE_VALID_RANGE."""
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
             raise self._bad_type(value)
         try:
-            number = float(value) if isinstance(value, str) else value
-        except ValueError:
+            if isinstance(value, float):  # a value that reached us as a float: its shortest repr
+                number = Decimal(repr(value))
+            else:
+                number = Decimal(value.strip() if isinstance(value, str) else value)
+        except InvalidOperation:
             raise self._bad_type(value) from None
-        if not isinstance(number, int | float) or math.isnan(number) or math.isinf(number):
+        if not number.is_finite():
             raise self._bad_type(value)
-        if self.scale == 0 and float(number).is_integer():
+        if self.scale:
+            digits = max(number.adjusted() + 1, 1) + self.scale + 1
+            number = number.quantize(Decimal(1).scaleb(-self.scale), rounding=ROUND_HALF_UP,
+                                     context=Context(prec=max(digits, 28)))
+        if self.precision and number.adjusted() + 1 > self.precision - self.scale:
+            raise SfError("NUMBER_OUTSIDE_VALID_RANGE",
+                          f"{self.label}: value outside of valid range on numeric field: {value}", [self.name])
+        if number == number.to_integral_value() and not self.scale:
             return int(number)
-        return round(float(number), self.scale) if self.scale else float(number)
+        return _trimmed(number)
 
     def _coerce_date(self, value: Any) -> str:
         if not isinstance(value, str):

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -372,7 +373,7 @@ class Compiler:
         if kind == "number":
             if fdef.type not in ("int", "double", "currency", "percent"):
                 raise self._type_error(column, node)
-            return float(raw) if "." in raw else int(raw)
+            return Decimal(raw) if "." in raw else int(raw)
         if kind == "date":
             if fdef.type == "datetime":
                 return format_datetime(datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC))

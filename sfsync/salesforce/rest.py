@@ -4,12 +4,19 @@ Every request carries ``Sforce-Call-Options: client=<call_options_client>``
 so Salesforce marks sfsync's own writes (CDC ``changeOrigin``) and the
 processors can drop their echoes. API usage from ``Sforce-Limit-Info`` is
 exposed for the budget logic.
+
+Numbers are exact both ways (:mod:`sfsync.salesforce.values`): answers are
+parsed with fractions as ``Decimal`` (simple-salesforce's ``parse_float``), and
+a ``json=`` body of :meth:`SalesforceClient.restful` is written by
+``dumps_exact`` (a ``Decimal`` as a JSON number with all its digits) instead of
+requests' ``json.dumps``, which refuses Decimals.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import requests
@@ -18,6 +25,7 @@ from simple_salesforce.exceptions import SalesforceExpiredSession
 
 from sfsync.config import SalesforceConfig
 from sfsync.salesforce.auth import Token, fetch_token
+from sfsync.salesforce.values import dumps_exact
 
 T = TypeVar("T")
 
@@ -49,7 +57,7 @@ class SalesforceClient:
         self._token = token
         self.auth_count += 1
         self._sf = Salesforce(instance_url=token.instance_url, session_id=token.access_token,
-                              session=self._http, version=self.cfg.api_version)
+                              session=self._http, version=self.cfg.api_version, parse_float=Decimal)
         return self._sf
 
     @property
@@ -91,8 +99,13 @@ class SalesforceClient:
         return (int(usage.used), int(usage.total)) if usage is not None else None
 
     def restful(self, path: str, method: str = "GET", **kwargs: Any) -> Any:
-        """``sf.restful`` through :meth:`call` (JSON answer, ``None`` for 204)."""
+        """``sf.restful`` through :meth:`call` (JSON answer, ``None`` for 204); a ``json=`` body is sent as
+        exact JSON (see module docstring)."""
         kwargs.setdefault("timeout", self.cfg.request_timeout_s)
+        if "json" in kwargs:
+            body = kwargs.pop("json")
+            kwargs["data"] = dumps_exact(body, separators=(",", ":")).encode()
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         return self.call(lambda sf: sf.restful(path, method=method, **kwargs))
 
     def describe(self, sobject: str) -> dict[str, Any]:

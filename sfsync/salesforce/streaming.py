@@ -8,7 +8,9 @@ secret or a token.
 
 :func:`make_streaming_client` builds the ``Client`` (``connection_timeout=0``: keeps aiocometd-ng off its
 Python >= 3.10 ``wait_for(loop=)`` bug path, so network loss means "keep reconnecting"), with its ``ssl``
-attribute trusting ``salesforce.ca_bundle`` when set. Call it inside a running event loop.
+attribute trusting ``salesforce.ca_bundle`` when set, and its JSON loader keeping numbers exact
+(``loads_exact``: a CDC payload's fractions arrive as ``Decimal``, never through float). Call it inside a
+running event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiosfstream_ng.auth import AuthenticatorBase
 
 from sfsync.config import SalesforceConfig
 from sfsync.salesforce.auth import AuthenticationFailed, fetch_token
+from sfsync.salesforce.values import loads_exact
 
 
 class SfsyncAuthenticator(AuthenticatorBase):
@@ -70,6 +73,7 @@ def make_streaming_client(cfg: SalesforceConfig, replay: MutableMapping[str, Rep
         replay_storage_policy=ReplayMarkerStoragePolicy.AUTOMATIC,
         connection_timeout=0,
         max_pending_count=max_pending_count,
+        json_loads=loads_exact,
     )
     context = ssl_context(cfg)
     if context is not None:

@@ -436,3 +436,127 @@ def test_a_child_before_its_parent_waits_for_the_parent(cfg: SfsyncConfig, sink:
     assert sink.write([cmd("Contact", "003B", {"last_name": "Bob", "account_id": "001NOTYET"})]) == [None]
     (acct,) = rows(cfg, "accounts")
     assert {r["sfid"]: r["account_id"] for r in rows(cfg, "contacts")} == {"003B": acct["id"], "003C": None}
+
+
+# --------------------------------------------------------------------------- values (issue 10, item 11)
+
+#: Real-looking ids: 15-character case-sensitive form and the 18-character form with its checksum.
+ACCOUNT_15, ACCOUNT_18 = "0018d00000003D7", "0018d00000003D7AAI"
+CONTACT_18 = "0038d00000004XyAAI"
+
+
+def test_a_nul_character_is_removed_and_the_record_lands(cfg: SfsyncConfig, sink: PostgresSink,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Failed before the fix: PostgreSQL text cannot hold U+0000, the jsonb parameter was refused
+    (SQLSTATE 22P05, "unsupported Unicode escape sequence") and the record failed permanently, to the DLQ."""
+    with caplog.at_level("WARNING", logger="sfsync.sink.postgres"):
+        results = sink.write([cmd("Account", ACCOUNT_18, {"name": "Ada\x00Lovelace", "phone": "\x00"}),
+                              cmd("Account", "001B", {"name": "Plain"})])
+    assert results == [None, None]
+    assert {r["sfid"]: (r["name"], r["phone"]) for r in rows(cfg, "accounts")} == {
+        ACCOUNT_18: ("AdaLovelace", ""), "001B": ("Plain", None)}
+    assert any("NUL" in r.getMessage() and ACCOUNT_18 in r.getMessage() and "name" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_stored_15_character_sfid_is_the_same_record(cfg: SfsyncConfig, sink: PostgresSink) -> None:
+    """Failed before the fix: a row holding the 15-character form of an id (typed in by a user) did not
+    match the 18-character id Salesforce sends: a child referencing it waited forever
+    (REFERENCE_NOT_SYNCED), the record's next change inserted a duplicate row, and its delete deleted
+    nothing."""
+    schema = cfg.postgres.schema_name
+    ((local_id,),) = execute(cfg, f"INSERT INTO {schema}.accounts (name, sfid) VALUES ('Local', %s) RETURNING id",
+                             (ACCOUNT_15,))
+    execute(cfg, f"DELETE FROM {schema}.sfsync_outbox")
+    # a reference to it, in the 18-character form (and once in the 15-character form)
+    assert sink.write([cmd("Contact", CONTACT_18, {"last_name": "Kid", "account_id": ACCOUNT_18}),
+                       cmd("Contact", CONTACT_18[:15], {"first_name": "K"})]) == [None, None]
+    (contact,) = rows(cfg, "contacts")
+    assert (contact["sfid"], contact["first_name"], contact["account_id"]) == (CONTACT_18, "K", local_id)
+    # the record itself, by sfid alone and by local key
+    assert sink.write([cmd("Account", ACCOUNT_18, {"phone": "1"})]) == [None]
+    assert sink.write([cmd("Account", ACCOUNT_18, {"website": "w"}, local_key=str(local_id))]) == [None]
+    (account,) = rows(cfg, "accounts")
+    assert (account["id"], account["sfid"], account["name"], account["phone"], account["website"]) == (
+        local_id, ACCOUNT_18, "Local", "1", "w")
+    assert sink.write([delete("Account", ACCOUNT_15)]) == [None]
+    assert rows(cfg, "accounts") == []
+    assert outbox_count(cfg) == 0
+
+
+def test_exact_decimals_and_a_nul_from_salesforce_cdc_land_in_postgres(
+        org: Any, postgres_dsn: str, schema: str, kafka_config: dict[str, Any]) -> None:
+    """Failed before the fix: the emulator and the CometD client parsed JSON numbers as floats (the row got
+    latitude 123.45678901234568 for 123.456789012345678), and the NUL in Name failed the write. The gap
+    repair reads the record over REST, which must keep the digits too."""
+    import json
+
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from processors.mapping import Mapped, map_inbound
+    from producers.salesforce import cdc
+    from sfsync.config import build_config
+    from sfsync.kafka.clients import make_consumer
+    from sfsync.kafka.topics import TopicNames, apply_topics
+    from sfsync.records import ChangeEvent
+    from sfsync.serde import Serde
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.accounts (id bigserial PRIMARY KEY, sfid text UNIQUE, name text, "
+                     "revenue numeric, latitude numeric(18, 15))")
+    cfg = build_config({
+        "kafka": kafka_config,
+        "postgres": {"dsn": postgres_dsn, "schema": schema},
+        "salesforce": {"login_url": org.url, "ca_bundle": str(org.ca_path),
+                       "auth": {"flow": "password", "client_id": "sfsync", "client_secret": "secret",
+                                "username": org.username, "password": org.password}},
+        "objects": {"Account": {"table": "accounts", "fields": [
+            {"column": "name", "field": "Name"}, {"column": "revenue", "field": "AnnualRevenue"},
+            {"column": "latitude", "field": "Geo__Latitude__s"}]}},
+    })
+    init_schema(cfg)
+    apply_topics(cfg)
+    org.control.config(connect_timeout_ms=2000)
+    created = org.http_session().post(
+        f"{org.url}/services/data/v59.0/sobjects/Account/", timeout=30,
+        data=f'{{"Name": "Ada\\u0000Lovelace", "AnnualRevenue": {2**59 + 1}, '
+             '"Geo__Latitude__s": 123.456789012345678}'.encode(),
+        headers={"Authorization": f"Bearer {org.access_token()}", "Content-Type": "application/json"})
+    assert created.status_code == 201, created.text
+    sfid = created.json()["id"]
+    org.control.emit_gap("Account", "GAP_UPDATE", [sfid])
+
+    stop = threading.Event()
+    producer = threading.Thread(target=cdc.run, args=(cfg, stop), kwargs={"start": "all"}, daemon=True)
+    producer.start()
+    topic = TopicNames(cfg.kafka.topic_prefix).changes_inbound
+    consumer = make_consumer(cfg.kafka, "values-reader", "values-reader")
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(cfg.kafka.partitions)])
+    serde = Serde.from_config(cfg.kafka)
+    events: list[ChangeEvent] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(events) < 2 and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                value = m.value()
+                if m.error() is None and isinstance(value, bytes):
+                    events.append(serde.decode(value, ChangeEvent, topic))
+    finally:
+        consumer.close()
+        stop.set()
+        producer.join(30)
+    assert not producer.is_alive()
+    assert [e.sfid for e in events] == [sfid, sfid], json.dumps([str(e) for e in events])
+    sink = PostgresSink(cfg)
+    try:
+        for event in events:  # the CDC create, then the snapshot the gap repair read over REST
+            mapped = map_inbound(event, cfg)
+            assert isinstance(mapped, Mapped), mapped
+            assert sink.write([mapped.command]) == [None]
+            (row,) = rows(cfg, "accounts")
+            assert (row["sfid"], row["name"], row["revenue"], row["latitude"]) == (
+                sfid, "AdaLovelace", 2**59 + 1, Decimal("123.456789012345678")), event.operation
+            execute(cfg, f"DELETE FROM {schema}.accounts")
+    finally:
+        sink.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -10,6 +11,7 @@ from consumers.salesforce.errors import PERMANENT_CODES, TRANSIENT_CODES, classi
 from consumers.salesforce.plan import Call, Entry, UnresolvedReference, plan, record_outcome, upsert_body
 from sfsync.failures import FailureKind
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, FieldPyValue, Source
+from sfsync.salesforce.values import dumps_exact
 
 
 def _cmd(key: str | None, values: dict[str, FieldPyValue] | None = None, *, obj: str = "Account",
@@ -101,3 +103,27 @@ def test_linked_record_is_written_by_id_and_gets_its_local_key() -> None:
     assert call.key_field == "Id"
     body = upsert_body(call, call.entries[0], {}, lambda o, k: None, "Local_Id__c")
     assert body["Id"] == "001B" and body["Local_Id__c"] == "7"
+
+
+def test_ids_are_sent_and_compared_in_their_18_character_form() -> None:
+    """Failed before the fix: the 15- and 18-character forms of one id were two records to the plan (two
+    entries in one call) and the 15-character form was sent as the key."""
+    id15, id18 = "0018d00000003D7", "0018d00000003D7AAI"
+    p = plan([_cmd(None, {"Name": "a"}, sfid=id15), _cmd(None, {"Phone": "1"}, sfid=id18),
+              _cmd(None, op=ApplyOperation.DELETE, sfid=id15)], ext)
+    assert [[(c.op, c.key_field, [(e.sfid, e.indexes) for e in c.entries]) for c in r] for r in p.rounds] == [
+        [("upsert", "Id", [(id18, [0, 1])])], [("delete", "", [(id18, [2])])]]
+    call = p.rounds[0][0]
+    body = upsert_body(call, call.entries[0], {}, lambda _t, _k: None)
+    assert body == {"attributes": {"type": "Account"}, "Name": "a", "Phone": "1", "Id": id18}
+    # a value that is no Salesforce id is sent as it is (Salesforce answers MALFORMED_ID)
+    assert plan([_cmd(None, sfid="001XX")], ext).rounds[0][0].entries[0].sfid == "001XX"
+
+
+def test_decimals_stay_exact_in_the_body() -> None:
+    call = Call("Account", "upsert", "Local_Id__c", [Entry("Account", "upsert", [0], "k", None, {
+        "AnnualRevenue": Decimal(2**60 + 1), "Rate__c": Decimal("12345678901234567.891")})])
+    body = upsert_body(call, call.entries[0], {}, lambda _t, _k: None)
+    assert dumps_exact(body, sort_keys=True) == (
+        '{"AnnualRevenue": 1152921504606846977, "Local_Id__c": "k", "Rate__c": 12345678901234567.891, '
+        '"attributes": {"type": "Account"}}')

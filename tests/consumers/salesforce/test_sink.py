@@ -243,3 +243,144 @@ def test_a_spent_budget_is_read_again_after_the_retry_interval(org: EmulatorHand
     finally:
         sink.close()
     assert sorted(r["Local_Id__c"] for r in _accounts(org)) == ["1", "2"]
+
+
+# --------------------------------------------------------------------------- values end to end (issue 10, item 11)
+# PostgreSQL row -> capture trigger -> outbox -> relay -> broker -> processor mapping -> this sink -> emulator,
+# every component real (the processor's pure mapping stands in for its faust agent).
+
+
+def _outbound_config(emulator: EmulatorHandle, dsn: str, schema: str, kafka: dict[str, Any],
+                     objects: dict[str, Any]) -> SfsyncConfig:
+    return build_config({
+        "kafka": kafka,
+        "postgres": {"dsn": dsn, "schema": schema},
+        "salesforce": {"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
+                       "auth": {"flow": "password", "client_id": "sfsync", "client_secret": "secret",
+                                "username": emulator.username, "password": emulator.password}},
+        "objects": objects,
+    })
+
+
+def _relay_outbound(cfg: SfsyncConfig, expect: int, timeout: float = 60.0) -> list[tuple[str, Any]]:
+    """Run the real outbox relay until the outbox is empty; the (key, ChangeEvent) messages it produced."""
+    import threading
+    import time
+
+    import psycopg
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from producers.postgres.relay import OutboxRelay, RelaySettings
+    from sfsync.kafka.clients import make_consumer
+    from sfsync.kafka.topics import TopicNames
+    from sfsync.records import ChangeEvent
+    from sfsync.serde import Serde
+
+    stop = threading.Event()
+    relay = OutboxRelay(cfg, RelaySettings(batch_size=100, poll_interval_s=0.2, standby_check_s=0.1,
+                                           backoff_s=0.1, max_backoff_s=0.5, flush_timeout_s=10))
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    thread.start()
+    topic = TopicNames(cfg.kafka.topic_prefix).changes_outbound
+    consumer = make_consumer(cfg.kafka, "values-reader", "values-reader")
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(cfg.kafka.partitions)])
+    serde = Serde()
+    out: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                key, value = m.key(), m.value()
+                if m.error() is None and isinstance(key, bytes) and isinstance(value, bytes):
+                    out.append((key.decode(), serde.decode(value, ChangeEvent, topic)))
+        outbox = f'"{cfg.postgres.schema_name}"."{cfg.postgres.outbox_table}"'
+        with psycopg.connect(cfg.postgres.dsn.get_secret_value()) as conn:
+            assert conn.execute(f"SELECT count(*) FROM {outbox}").fetchone() == (0,)
+    finally:
+        consumer.close()
+        stop.set()
+        thread.join(15)
+    assert len(out) == expect, out
+    return out
+
+
+def _command_for(event: Any, cfg: SfsyncConfig) -> ApplyCommand:
+    from processors.mapping import Mapped, map_outbound
+
+    mapped = map_outbound(event, cfg)
+    assert isinstance(mapped, Mapped), mapped
+    return mapped.command
+
+
+def test_exact_decimals_of_a_postgres_row_arrive_in_salesforce(org: EmulatorHandle, postgres_dsn: str,
+                                                               kafka_config: dict[str, Any]) -> None:
+    """Failed before the fix: the sink's body turned a Decimal into a float (Salesforce got Geo__Latitude__s
+    123.45678901234568 for 123.456789012345678, and AnnualRevenue 576460752303423488 for the decimal
+    2**59 + 1), and the emulator kept numbers as floats too."""
+    import json
+
+    import psycopg
+
+    from sfsync.database import init_schema
+    from sfsync.database.testing import drop_schema_cascade, new_schema_name
+    from sfsync.kafka.topics import apply_topics
+
+    schema = new_schema_name()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.accounts (id bigserial PRIMARY KEY, sfid text UNIQUE, name text, "
+                     "revenue numeric, latitude numeric)")
+    cfg = _outbound_config(org, postgres_dsn, schema, kafka_config, {"Account": {"table": "accounts", "fields": [
+        {"column": "name", "field": "Name"}, {"column": "revenue", "field": "AnnualRevenue", "type": "decimal"},
+        {"column": "latitude", "field": "Geo__Latitude__s"}]}})
+    sink = SalesforceSink(cfg)
+    try:
+        init_schema(cfg)
+        apply_topics(cfg)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {schema}.accounts (name, revenue, latitude) VALUES ('Exact', %s, %s)",
+                         (2**59 + 1, Decimal("123.456789012345678")))
+        ((_key, event),) = _relay_outbound(cfg, 1)
+        assert sink.write([_command_for(event, cfg)]) == [None]
+    finally:
+        sink.close()
+        drop_schema_cascade(postgres_dsn, schema)
+    session = org.http_session()
+    answer = session.get(f"{org.url}/services/data/v59.0/query/", timeout=30,
+                         params={"q": "SELECT AnnualRevenue, Geo__Latitude__s FROM Account"},
+                         headers={"Authorization": f"Bearer {org.access_token()}"})
+    (record,) = json.loads(answer.text, parse_float=Decimal)["records"]
+    assert (record["AnnualRevenue"], record["Geo__Latitude__s"]) == (2**59 + 1, Decimal("123.456789012345678"))
+
+
+def test_a_local_15_character_sfid_updates_the_existing_record(org: EmulatorHandle, postgres_dsn: str,
+                                                               kafka_config: dict[str, Any]) -> None:
+    """Failed before the fix: the relay keyed the change ``Account:<15-character id>``, not the
+    ``Account:<18-character id>`` under which the inbound direction (CDC) knows the same record, and the sink
+    queued a needless link write-back for an id the row already had."""
+    import psycopg
+
+    from sfsync.database import init_schema
+    from sfsync.database.testing import DEMO_OBJECTS, drop_schema_cascade, new_schema_name
+    from sfsync.kafka.topics import apply_topics
+
+    sf: Any = org.salesforce()
+    existing = sf.Account.create({"Name": "Before", "Local_Id__c": "elsewhere"})["id"]
+    assert len(existing) == 18
+    schema = new_schema_name()
+    cfg = _outbound_config(org, postgres_dsn, schema, kafka_config, {"Account": DEMO_OBJECTS["Account"]})
+    sink = SalesforceSink(cfg)
+    try:
+        init_schema(cfg, demo=True)
+        apply_topics(cfg)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {schema}.accounts (name, sfid) VALUES ('Local Co', %s)", (existing[:15],))
+        ((key, event),) = _relay_outbound(cfg, 1)
+        assert key == f"Account:{existing}" and event.sfid == existing
+        assert sink.write([_command_for(event, cfg)]) == [None]
+        assert sink.take_created_ids() == []  # the row is linked already: nothing to write back
+    finally:
+        sink.close()
+        drop_schema_cascade(postgres_dsn, schema)
+    accounts = _accounts(org)
+    assert [(r["Id"], r["Name"]) for r in accounts] == [(existing, "Local Co")]  # updated, no duplicate

@@ -555,3 +555,35 @@ def test_kill_9_mid_stream_loses_nothing(cfg: SfsyncConfig, tmp_path: Path) -> N
     got = consume_all(cfg, len(ids))
     assert sorted({int(e.source_position) for _, e in got}) == ids  # every row at least once
     assert len(got) - len(ids) <= 50  # at most the batch in flight at the kill came twice
+
+
+def test_numbers_and_ids_leave_the_outbox_exact(postgres_dsn: str, kafka_config: dict[str, Any]) -> None:
+    """Values of a numeric column keep every digit from the row to the broker (jsonb numbers parsed as
+    Decimal / int, carried as Avro decimal text / bigint), and a 15-character sfid leaves as the 18-character
+    id (issue 10, item 11). The numbers were exact before the fix already; the sfid was not."""
+    schema = new_schema_name()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.things (id bigserial PRIMARY KEY, sfid text UNIQUE, amount numeric, "
+                     "big numeric, plain numeric, label text)")
+    cfg = make_config(postgres_dsn, schema, {"Thing__c": {"table": "things", "fields": [
+        {"column": "amount", "field": "Amount__c"}, {"column": "big", "field": "Big__c"},
+        {"column": "plain", "field": "Plain__c", "type": "decimal"}, {"column": "label", "field": "Name"}]}},
+        kafka=kafka_config)
+    try:
+        init_schema(cfg)
+        apply_topics(cfg)
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {schema}.things (sfid, amount, big, plain, label) VALUES (%s, %s, %s, %s, %s)",
+                         ("a0X8d00000003D7", Decimal("12345678901234567.891"), 2**60 + 1, Decimal("-0.10"), "x"))
+        relay = RelayThread(cfg, FAST)
+        try:
+            ((key, event),) = consume_all(cfg, 1)
+        finally:
+            relay.close()
+    finally:
+        drop_schema_cascade(postgres_dsn, schema)
+    assert key == "Thing__c:a0X8d00000003D7EAI" and event.sfid == "a0X8d00000003D7EAI"
+    assert event.values == {"amount": Decimal("12345678901234567.891"), "big": 2**60 + 1, "plain": Decimal("-0.10"),
+                            "label": "x"}
+    assert type(event.values["big"]) is int

@@ -1,8 +1,11 @@
-"""CDC message -> envelopes, repair/catch-up queries and stored positions (pure)."""
+"""CDC message -> envelopes, repair/catch-up queries and stored positions (pure), and the values of
+events from the emulator through the real producer and broker."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -114,3 +117,90 @@ def test_offsets() -> None:
     assert start_replay_id(rec, "latest") == 5
     assert start_replay_id(None, "latest") == -1 and start_replay_id(None, "all") == -2
     assert is_invalid_replay(400, 5) and not is_invalid_replay(400, -1) and not is_invalid_replay(403, 5)
+
+
+# --------------------------------------------------------------------------- values (issue 10, item 11)
+
+
+def test_ids_in_events_are_normalised_to_18_characters() -> None:
+    types = ObjectTypes.from_describe({"name": "Contact", "fields": [
+        {"name": "Id", "type": "id"}, {"name": "AccountId", "type": "reference"},
+        {"name": "LastName", "type": "string"}, {"name": "Geo__Latitude__s", "type": "double",
+                                                 "compoundFieldName": "Geo__c"}]})
+    message = _message("UPDATE", ["0038d00000004Xy", "0038d00000004XzAAI"], AccountId="0018d00000003D7",
+                       LastName="0018d00000003D7", Geo__c={"Latitude": Decimal("123.456789012345678")})
+    ev = parse_event(message)
+    assert ev.record_ids == ["0038d00000004XyAAI", "0038d00000004XzAAI"]
+    out = change_events(ev, types)
+    assert [e.sfid for e in out] == ev.record_ids
+    # a reference field is an id; a string field that happens to look like one is left alone
+    assert out[0].values["AccountId"] == "0018d00000003D7AAI" and out[0].values["LastName"] == "0018d00000003D7"
+    assert out[0].values["Geo__Latitude__s"] == Decimal("123.456789012345678")
+    rows = [{"Id": "0018d00000003D7", "SystemModstamp": "2024-05-01T10:00:00.000+0000", "Name": "A"}]
+    snap = snapshot_events("Account", rows, TYPES, channel="/data/AccountChangeEvent", position="7", fallback_ms=0,
+                           requested_ids=["0018d00000003D7AAI", "0018d00000003D8"])
+    assert [(e.sfid, e.operation) for e in snap] == [
+        ("0018d00000003D7AAI", Operation.SNAPSHOT), ("0018d00000003D8AAI", Operation.DELETE)]
+
+
+def test_a_15_character_record_id_from_cometd_is_keyed_by_its_18_character_form(
+        org: Any, kafka_config: dict[str, Any]) -> None:
+    """Failed before the fix: an event naming a record (and a reference) by the 15-character form made an
+    envelope keyed ``Contact:<15 characters>``, a different record to the processor than the same contact's
+    other changes (keyed by the 18-character form Salesforce normally sends)."""
+    import threading
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from producers.salesforce import cdc
+    from sfsync.config import build_config
+    from sfsync.kafka.clients import make_consumer
+    from sfsync.kafka.topics import TopicNames, apply_topics
+    from sfsync.records import ChangeEvent, record_key
+    from sfsync.serde import Serde
+
+    cfg = build_config({
+        "kafka": kafka_config,
+        "salesforce": {"login_url": org.url, "ca_bundle": str(org.ca_path),
+                       "auth": {"flow": "password", "client_id": "sfsync", "client_secret": "secret",
+                                "username": org.username, "password": org.password}},
+        "objects": {"Account": {"table": "accounts", "fields": [{"column": "name", "field": "Name"}]},
+                    "Contact": {"table": "contacts", "fields": [
+            {"column": "last_name", "field": "LastName"},
+            {"column": "account_id", "field": "AccountId", "reference": "Account"}]}},
+    })
+    apply_topics(cfg)
+    org.control.config(connect_timeout_ms=2000)
+    sf: Any = org.salesforce()
+    account = sf.Account.create({"Name": "Parent"})["id"]
+    contact = sf.Contact.create({"LastName": "Kid", "AccountId": account})["id"]
+    org.control.emit_raw_event(channel_for("Contact"), {
+        "ChangeEventHeader": {"entityName": "Contact", "recordIds": [contact[:15]], "changeType": "UPDATE",
+                              "commitTimestamp": int(time.time() * 1000), "changedFields": ["LastName"],
+                              "changeOrigin": "", "transactionKey": "t", "sequenceNumber": 1},
+        "LastName": "Kid 2", "AccountId": account[:15]})
+    stop = threading.Event()
+    producer = threading.Thread(target=cdc.run, args=(cfg, stop), kwargs={"start": "all"}, daemon=True)
+    producer.start()
+    topic = TopicNames(cfg.kafka.topic_prefix).changes_inbound
+    consumer = make_consumer(cfg.kafka, "ids-reader", "ids-reader")
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(cfg.kafka.partitions)])
+    serde = Serde.from_config(cfg.kafka)
+    got: list[tuple[str, ChangeEvent]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(got) < 3 and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                key, value = m.key(), m.value()
+                if m.error() is None and isinstance(key, bytes) and isinstance(value, bytes):
+                    got.append((key.decode(), serde.decode(value, ChangeEvent, topic)))
+    finally:
+        consumer.close()
+        stop.set()
+        producer.join(30)
+    assert not producer.is_alive()
+    contacts = [(key, e) for key, e in got if e.object == "Contact"]
+    assert len(contacts) == 2, got
+    assert {key for key, _ in contacts} == {record_key("Contact", contact)}
+    assert [(e.sfid, e.values["AccountId"]) for _, e in contacts] == [(contact, account), (contact, account)]
