@@ -7,10 +7,12 @@ here does not depend on speed:
 
 - a batch goes out when it holds ``batch_size`` records;
 - before its linger has passed (counted from its first record), it waits;
-- after that it goes out only when nothing more is known to be waiting: the
-  sink's own lag on its apply partitions AND the processor's backlog on the
-  matching partitions of the change topic it reads (records the processor
-  still has to turn into commands for this sink) are both zero;
+- after that it keeps filling only while enough records are known to be
+  waiting to fill it — the sink's own lag on its apply partitions plus the
+  processor's backlog on the matching partitions of the change topic it reads
+  (records the processor still has to turn into commands for this sink). So a
+  backlog goes out in full batches, and a trickle (a record or two in flight
+  at any moment) after the linger;
 - a backlog that delivers nothing for ``stall_s`` (the processor is down or
   every waiting change is filtered out) does not hold a batch back forever.
 
@@ -49,7 +51,9 @@ def batch_complete(state: FillState, waiting: int | None) -> bool:
         return False
     if waiting is None:
         raise ValueError("after the linger the backlog must be measured")
-    return waiting <= 0 or state.since_last_arrival_s >= state.stall_s
+    # Keep filling only while enough is known to be on its way to fill the batch: a backlog. A trickle
+    # (a record or two in flight at any moment) goes out after the linger, as before.
+    return waiting < state.batch_size - state.size or state.since_last_arrival_s >= state.stall_s
 
 
 def upstream_remainder(low: int, high: int, committed: int, seen: int, markers: bool) -> int:

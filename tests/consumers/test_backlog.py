@@ -24,10 +24,17 @@ def test_past_the_linger_a_batch_goes_when_nothing_is_waiting() -> None:
     assert batch_complete(state(37, 0.3), waiting=0)
 
 
+def test_past_the_linger_a_trickle_goes_out() -> None:
+    """A record or two in flight cannot fill the batch: waiting for them only adds latency."""
+    assert batch_complete(state(3, 0.3), waiting=2)
+    assert batch_complete(state(150, 0.3), waiting=49)
+
+
 def test_past_the_linger_a_batch_keeps_filling_while_records_are_on_their_way() -> None:
     """The rule that makes 10,000 inserts 50 calls on a busy machine: no timer sends a partial batch."""
     for since_first in (0.3, 3.0, 60.0):
         assert not batch_complete(state(199, since_first, since_last=0.5), waiting=1)
+        assert not batch_complete(state(20, since_first, since_last=0.5), waiting=5000)
 
 
 def test_a_backlog_that_delivers_nothing_does_not_hold_the_batch_forever() -> None:
