@@ -4,9 +4,9 @@ Contract (at-least-once, nothing lost):
 - Messages are read from the sink's apply topic and its retry tiers (every
   ``<prefix>.retry.<sink>.*`` topic, by pattern: a renamed tier strands nothing), in
   batches of up to ``sinks.<name>.batch_size``. A batch waits ``linger_ms``
-  after its first message; after that it goes out only when nothing more is
-  known to be waiting (:mod:`consumers.backlog`), so a backlog always goes
-  out in full batches whatever the machine's speed.
+  after its first message; after that it keeps filling only while enough
+  records to fill it are known to be waiting (:mod:`consumers.backlog`), so a
+  backlog always goes out in full batches whatever the machine's speed.
 - The sink writes the batch (:class:`consumers.base.Sink`). Per-record
   failures are routed by policy (:func:`route_failure`): transient ones to the
   next retry tier (``<prefix>.retry.<sink>.<tier>``, delayed by the tier's
@@ -186,8 +186,8 @@ class SinkRunner:
         """Up to ``batch_size`` messages: full, or complete by :func:`consumers.backlog.batch_complete`.
 
         The linger counts from the batch's FIRST message (it bounds a lone record's wait); past it the
-        batch keeps filling while more records are known to be on their way, so a backlog goes out in
-        full batches (10,000 inserts: 50 calls of 200) on an idle or a busy machine alike.
+        batch keeps filling while enough records to fill it are known to be on their way, so a backlog
+        goes out in full batches (10,000 inserts: 50 calls of 200) on an idle or a busy machine alike.
         """
         first = self.consumer.poll(idle_wait)
         if first is None:
@@ -310,7 +310,7 @@ class SinkRunner:
     def _write_versioned(self, commands: list[ApplyCommand]) -> list[Failure | None]:
         """Write what is not older than the target's versions (:mod:`consumers.versions`), with the records
         locked, and record the new versions of what was written; a superseded command counts as written."""
-        with self.versions.batch(commands) as (screened, _ids):
+        with self.versions.batch(commands) as screened:
             indexes, to_write = screened.to_write()
             written = self.sink.write(to_write) if to_write else []
             if len(written) != len(to_write):

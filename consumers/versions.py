@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -97,7 +97,6 @@ class Screened:
     ids: list[RecordId | None]
     stored: dict[RecordId, dict[str, Version]]
     superseded: int = 0
-    _versions: dict[RecordId, dict[str, Version]] = field(default_factory=dict)
 
     def to_write(self) -> tuple[list[int], list[ApplyCommand]]:
         """(indexes in the batch, commands) of what the sink must write."""
@@ -149,7 +148,7 @@ class VersionGuard:
         self._conn: psycopg.Connection | None = None
 
     @contextmanager
-    def batch(self, batch: list[ApplyCommand]) -> Iterator[tuple[Screened, list[RecordId]]]:
+    def batch(self, batch: list[ApplyCommand]) -> Iterator[Screened]:
         """Lock the batch's records, yield the screened batch; the caller saves versions with :meth:`save`
         before the block ends. Any database error raises :class:`SinkUnavailable` (nothing is written)."""
         try:
@@ -157,7 +156,7 @@ class VersionGuard:
             with conn.transaction():
                 ids = sorted({rid for c in batch if (rid := record_id(c, self.direction)) is not None})
                 stored = self._lock(conn, ids)
-                yield screen_batch(batch, self.direction, stored), ids
+                yield screen_batch(batch, self.direction, stored)
         except psycopg.Error as e:
             self.close()
             raise SinkUnavailable(f"field version store unavailable: {type(e).__name__}: {e}".strip(),
