@@ -168,15 +168,28 @@ def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
     if event.operation is Operation.DELETE:
         if mapping.delete_policy is DeletePolicy.IGNORE:
             return Skipped(f"delete ignored by the {name} delete policy")
+        if mapping.delete_policy is DeletePolicy.UNLINK:
+            # The Salesforce record stays; clearing its external id breaks the link, so it names no
+            # local row any more and no later local row upserts into it.
+            if not event.sfid:
+                return Skipped(f"{name} record was never linked: nothing to unlink")
+            ext = mapping.external_id_field
+            return Mapped(ApplyCommand(**_base_command(event, ApplyTarget.SALESFORCE, ApplyOperation.UPSERT,
+                                                       object=name, values={ext: None}, fields=[ext])))
         return Mapped(ApplyCommand(**_base_command(event, ApplyTarget.SALESFORCE, ApplyOperation.DELETE,
                                                    object=name)))
+    # An update carries the whole row image; only the columns its statement changed are this change's.
+    # The others hold what the row had at that commit, which Salesforce may have changed since (an inbound
+    # write lands here without a capture): sending them again, as a replay after a crash would, puts an
+    # older value back. A create carries every mapped column.
+    carried = set(event.changed_fields) if event.operation is Operation.UPDATE else None
     values: dict[str, FieldPyValue] = {}
     columns: set[str] = set()
     for f in mapping.fields:
         if f.direction not in TO_SALESFORCE:
             continue
         columns.add(f.column)
-        if f.column in event.values:
+        if f.column in event.values and (carried is None or f.column in carried):
             values[f.field] = to_salesforce_value(event.values[f.column], f)
     unmapped = sorted(c for c in event.changed_fields if c not in columns)
     if not values and event.operation is Operation.UPDATE:

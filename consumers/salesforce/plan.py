@@ -13,7 +13,8 @@ Contracts:
   to the local key, which links records created in Salesforce; unlinked records upsert on the
   external id field (value = the command's ``local_key``), so a retried create never duplicates;
   a command with neither fails permanently (``MISSING_KEY``). Deletes need an sfid (the sink looks
-  missing ones up by external id).
+  missing ones up by external id). A command that carries the external id field itself (an unlink under
+  ``delete_policy: unlink`` sets it to null) writes that value instead of the local key.
 - :func:`upsert_body` builds one record of an upsert call (``attributes.type``, the key, the values as
   REST JSON, reference fields replaced by the referenced record's sfid). Numbers stay exact: a ``Decimal``
   stays a ``Decimal`` for the JSON writer (:func:`~sfsync.salesforce.values.dumps_exact`), never a float.
@@ -166,7 +167,8 @@ def upsert_body(
             continue
         record[name] = to_json_value(value)
     record[call.key_field] = entry.sfid if call.key_field == "Id" else entry.local_key
-    if call.key_field == "Id" and external_id_field and entry.local_key is not None:
+    if call.key_field == "Id" and external_id_field and entry.local_key is not None \
+            and external_id_field not in entry.values:  # a value of its own: an unlink clears it
         record[external_id_field] = entry.local_key
     return record
 

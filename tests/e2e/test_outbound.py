@@ -221,3 +221,29 @@ def test_budget_nearly_spent_slows_and_never_hits_the_limit(outbound: Any) -> No
         wait_synced(outbound, ids, BULK_S * 2, "rows after the budget came back")
     finally:
         control.set_limits(max=1_000_000, used=0)
+
+
+def test_a_local_delete_under_unlink_keeps_the_salesforce_record_and_breaks_its_link(outbound: Any) -> None:
+    """Case has ``delete_policy: unlink``: a local delete leaves the Salesforce record in place and clears its
+    external id, so it no longer names a local row (and no later local row can upsert into it).
+
+    Failed before the fix: the local delete deleted the Case in Salesforce (the policy was applied inbound only).
+    """
+    with outbound.db() as conn:
+        case_id = conn.execute("insert into cases (subject, status) values ('Unlink me', 'New') returning id"
+                               ).fetchone()[0]
+
+    def linked() -> str | None:
+        with outbound.db() as conn:
+            return conn.execute("select sfid from cases where id = %s", [case_id]).fetchone()[0]
+
+    sfid = outbound.wait_until(linked, TRICKLE_S, "the case created in Salesforce and linked")
+    with outbound.db() as conn:
+        conn.execute("delete from cases where id = %s", [case_id])
+
+    def settled() -> tuple[list[dict[str, Any]]] | None:  # a tuple: an empty answer (deleted) settles too
+        found = outbound.sf().query_all(f"select Id, Subject, Local_Id__c from Case where Id = '{sfid}'")["records"]
+        return (found,) if not found or found[0]["Local_Id__c"] is None else None
+
+    (found,) = outbound.wait_until(settled, TRICKLE_S, "the local delete applied to Salesforce")
+    assert [(r["Id"], r["Subject"], r["Local_Id__c"]) for r in found] == [(sfid, "Unlink me", None)]

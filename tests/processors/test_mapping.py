@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from processors.mapping import (
     suppress_unchanged,
 )
 from sfsync.config import build_config
-from sfsync.records import ApplyOperation, ApplyTarget, ChangeEvent
+from sfsync.records import ApplyOperation, ApplyTarget, ChangeEvent, Operation
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -101,9 +102,21 @@ def test_outbound_maps_columns_forward() -> None:
     assert "Score__c" not in c.values  # to_local only
 
 
+def test_outbound_update_carries_only_the_changed_columns_of_the_row_image() -> None:
+    # the relay sends the whole row; its unchanged columns may be older than Salesforce's values
+    ev = ChangeEvent(source="postgres", object="Contact", entity="contacts", operation="update", commit_ts=NOW,
+                     source_position="1", local_key="1", changed_fields=["notes"],
+                     values={"first_name": "Ada", "notes": "n", "email": "a@x.org"})
+    mapped = map_outbound(ev, cfg())
+    assert isinstance(mapped, Mapped) and mapped.command.values == {"Notes__c": "n"}
+    created = map_outbound(replace(ev, operation=Operation.CREATE), cfg())
+    assert isinstance(created, Mapped)
+    assert created.command.values == {"FirstName": "Ada", "Notes__c": "n", "Email": "a@x.org"}
+
+
 def test_outbound_by_table_name_and_unmapped_update() -> None:
     ev = ChangeEvent(source="postgres", object="", entity="contacts", operation="update", commit_ts=NOW,
-                     source_position="1", local_key="1", values={"first_name": "B"})
+                     source_position="1", local_key="1", values={"first_name": "B"}, changed_fields=["first_name"])
     mapped = map_outbound(ev, cfg())
     assert isinstance(mapped, Mapped) and mapped.command.object == "Contact"
     assert map_outbound(pg_event(score=1), cfg()) == Skipped("no mapped column changed")
@@ -138,3 +151,16 @@ def test_redelivered_change_is_sent_in_full() -> None:
     _, synced = suppress_unchanged(change.command, None)
     again, synced_again = suppress_unchanged(change.command, synced, redelivered=True)
     assert again == change.command and synced_again == synced
+
+
+def test_outbound_delete_follows_policy() -> None:
+    deleted = replace(pg_event("delete"), sfid="003000000000001AAA")
+    propagated = map_outbound(deleted, cfg())
+    assert isinstance(propagated, Mapped) and propagated.command.operation is ApplyOperation.DELETE
+    assert isinstance(map_outbound(deleted, cfg(delete_policy="ignore")), Skipped)
+    unlinked = map_outbound(deleted, cfg(delete_policy="unlink"))
+    assert isinstance(unlinked, Mapped)
+    assert (unlinked.command.operation, unlinked.command.sfid, unlinked.command.values) == (
+        ApplyOperation.UPSERT, "003000000000001AAA", {"Local_Id__c": None})
+    assert map_outbound(pg_event("delete"), cfg(delete_policy="unlink")) == Skipped(
+        "Contact record was never linked: nothing to unlink")

@@ -200,36 +200,32 @@ def by_event(commands: list[ApplyCommand]) -> dict[str, ApplyCommand]:
     return {c.source_event_id: c for c in commands}
 
 
-def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: ProcessorHarness) -> None:
-    """Several changes of one record were processed (the table holds their state) but the source offsets were
-    not committed — a crash before the outputs were acknowledged. A restarted worker replays them: each must
-    be sent again with the values of the change, none suppressed by the state it produced itself; after the
-    replay, suppression works as before (state did not move backwards).
+def row_change(local_key: str, row: dict[str, Any], changed: list[str],
+               op: Operation = Operation.UPDATE) -> ChangeEvent:
+    """A change exactly as the outbox relay writes it: the whole row image in ``values``, the columns the
+    statement changed in ``changed_fields``."""
+    return ChangeEvent(source=Source.POSTGRES, object="Contact", entity="contacts", operation=op,
+                       local_key=local_key, changed_fields=changed, values=dict(row),
+                       commit_ts=datetime.now(UTC), source_position=uuid.uuid4().hex)
+
+
+def replay_after_crash(h: ProcessorHarness, changes: list[ChangeEvent]) -> dict[str, ApplyCommand]:
+    """Process ``changes`` (all of record ``KEY``), then simulate a crash before any offset was committed and
+    restart the worker; the commands the restarted worker sent, by source event id.
 
     The crash is simulated exactly: a worker processes the changes and stops, then the group's committed
     offsets are deleted, so they stand before the first change (what a kill -9 before the commit leaves:
     table changelog written, offsets not committed). Outputs of the first run count as lost; only the
     restart's are read.
-
-    Failed before the fix: the replayed first change went out with only Title (FirstName and LastName equal
-    to the restored state, suppressed), and the last one not at all: the replayed first change had set the
-    state back to its own values and id, so the third compared equal to it and was no longer "the change
-    that set the state".
     """
-    h = processor_harness
     source, target = h.names.changes_outbound, h.names.apply_salesforce
-    changes = [
-        outbound_change("7", Operation.CREATE, first_name="Ada", last_name="Lovelace", title="T1"),
-        outbound_change("7", title="T2"),
-        outbound_change("7", phone="555"),
-    ]
     h.start()
     offsets = [h.produce(source, c, KEY) for c in changes]
     h.wait_until(lambda: {c.event_id for c in changes} <= set(by_event(h.commands(target))), "the first run's commands")
     h.wait_until(lambda: len(h.read(h.changelog_outbound)) >= len(changes), "the table's changelog")
     # The embedded broker reports a partition's end as its last record batch's base offset + 1, and faust
     # recovers a table only up to the reported end: a later change of another record (its own batch) makes
-    # the restarted worker recover the whole state of the three.
+    # the restarted worker recover the whole state of the changes.
     other = outbound_change("8", Operation.CREATE, last_name="Other")
     h.produce(source, other, b"Contact:local:8")
     h.wait_until(lambda: b"Contact:local:8" in h.table_entries(h.changelog_outbound), "the other record's state")
@@ -243,9 +239,32 @@ def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: Pr
 
     def resent() -> dict[str, ApplyCommand] | None:
         got = by_event(h.commands(target, lost))
-        return got if other.event_id in got else None  # replayed after the three (same partition, in order)
+        return got if other.event_id in got else None  # replayed after the changes (same partition, in order)
 
-    got = h.wait_until(resent, "the replay of the change after the three")
+    return h.wait_until(resent, "the replay of the change after the replayed ones")
+
+
+def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: ProcessorHarness) -> None:
+    """Several changes of one record were processed (the table holds their state) but the source offsets were
+    not committed — a crash before the outputs were acknowledged. A restarted worker replays them: each must
+    be sent again with the values of the change, none suppressed by the state it produced itself; after the
+    replay, suppression works as before (state did not move backwards).
+
+    The crash is simulated exactly (:func:`replay_after_crash`).
+
+    Failed before the fix: the replayed first change went out with only Title (FirstName and LastName equal
+    to the restored state, suppressed), and the last one not at all: the replayed first change had set the
+    state back to its own values and id, so the third compared equal to it and was no longer "the change
+    that set the state".
+    """
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    changes = [
+        outbound_change("7", Operation.CREATE, first_name="Ada", last_name="Lovelace", title="T1"),
+        outbound_change("7", title="T2"),
+        outbound_change("7", phone="555"),
+    ]
+    got = replay_after_crash(h, changes)
     sent = {c.event_id: got[c.event_id].values if c.event_id in got else None for c in changes}
     assert sent == {
         changes[0].event_id: {"FirstName": "Ada", "LastName": "Lovelace", "Title": "T1"},
@@ -263,6 +282,30 @@ def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: Pr
                          "the change after the replay")
     assert echo.event_id not in later
     assert later[newer.event_id].values == {"Title": "T3"}
+
+
+def test_a_replayed_change_carries_only_the_columns_it_changed(processor_harness: ProcessorHarness) -> None:
+    """The relay writes the whole row image with every change; a change replayed after a crash must carry only
+    the columns its statement changed. The row image's other columns are what the row held at that commit:
+    Salesforce may have changed them since (an inbound write lands in PostgreSQL without a capture), so
+    sending them again would put an older value back in Salesforce.
+
+    Failed before the fix (seed 399597807 of ``tests/e2e/test_kill_random.py``): the replayed update went out
+    with the whole row (FirstName, LastName, Title, Phone), and Salesforce's newer Phone was overwritten by the
+    row image's old one.
+    """
+    row = {"first_name": "Ada", "last_name": "Lovelace", "title": "T1", "phone": "100"}
+    changes = [
+        row_change("7", row, sorted(row), Operation.CREATE),
+        row_change("7", {**row, "title": "T2"}, ["title"]),
+        row_change("7", {**row, "title": "T2", "first_name": "Augusta"}, ["first_name"]),
+    ]
+    got = replay_after_crash(processor_harness, changes)
+    assert {c.event_id: got[c.event_id].values if c.event_id in got else None for c in changes} == {
+        changes[0].event_id: {"FirstName": "Ada", "LastName": "Lovelace", "Title": "T1", "Phone": "100"},
+        changes[1].event_id: {"Title": "T2"},
+        changes[2].event_id: {"FirstName": "Augusta"},
+    }
 
 
 def _not_committed(h: ProcessorHarness, source: str, offset: int) -> None:
