@@ -40,7 +40,7 @@ from sfsync.config import SfsyncConfig
 from sfsync.database.connect import connect
 from sfsync.database.schema import VERSIONS_TABLE
 from sfsync.failures import Failure
-from sfsync.records import ApplyCommand, ApplyOperation, Direction
+from sfsync.records import ApplyCommand, ApplyOperation, Direction, write_version
 
 Version = tuple[int, int]
 #: the version of the record's delete, kept beside its fields' versions
@@ -49,9 +49,7 @@ RecordId = tuple[str, str]
 
 
 def command_version(command: ApplyCommand) -> Version:
-    micros = int(command.source_commit_ts.timestamp() * 1_000_000)
-    position = command.source_position or ""
-    return micros, int(position) if position.isdigit() else -1
+    return write_version(command.source_commit_ts, command.source_position)
 
 
 def record_id(command: ApplyCommand, direction: Direction) -> RecordId | None:

@@ -46,14 +46,17 @@ import asyncio
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import faust
 
-from processors.mapping import Failed, Mapped, MapResult, Skipped, map_inbound, map_outbound
-from processors.state import SourcePosition, dump_state, load_state, next_output
+from processors.commands import next_step
+from processors.conflicts import Side
+from processors.entry import dump_entry, load_entry
+from processors.mapping import Failed, Mapped, Skipped, map_inbound, map_outbound
+from processors.state import SourcePosition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
@@ -61,7 +64,7 @@ from sfsync.health import Health
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent
+from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
@@ -115,109 +118,130 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         # faust declares the changelog topic <app-id>-<name>-changelog itself (compacted).
         return app.Table(name, default=None, partitions=cfg.kafka.partitions, key_type=bytes, value_type=bytes)
 
-    def make_agent(
-        direction: str, source: Any, target: Any, dlq: Any, state: Any,
-        mapper: Callable[[ChangeEvent, SfsyncConfig], MapResult],
-    ) -> None:
-        def decide(event: Any) -> Outgoing | None:
-            """What to send for one event (``None``: nothing). Sends nothing, stores nothing; raises
-            ``RegistryError`` when the registry fails, anything else is about the change itself."""
-            msg = event.message
-            key: bytes | None = event.key
+    inbound_dlq, outbound_dlq = topic(names.dlq("postgres")), topic(names.dlq("salesforce"))
+    targets = {Side.LOCAL: topic(names.apply_local), Side.SALESFORCE: topic(names.apply_salesforce)}
+    records = table("records")
+
+    def decide(event: Any) -> list[Outgoing]:
+        """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
+        ``RegistryError`` when the registry fails, anything else is about the change itself."""
+        msg = event.message
+        side = Side.SALESFORCE if msg.topic == names.changes_inbound else Side.LOCAL
+        direction = "inbound" if side is Side.SALESFORCE else "outbound"
+        dlq = inbound_dlq if side is Side.SALESFORCE else outbound_dlq
+        key: bytes | None = event.key
+        try:
+            change = serde.decode(event.value, ChangeEvent, msg.topic)
+        except DecodeError as e:
+            stats.add(f"{direction}.decode_failed")
+            return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))]
+        result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
+        if isinstance(result, Skipped):
+            stats.add(f"{direction}.skipped")
+            return []
+        if isinstance(result, Failed):
+            stats.add(f"{direction}.mapping_failed")
+            log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
+                        change.key, result.reason)
+            return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "CoercionError", result.reason))]
+        assert isinstance(result, Mapped)
+        if result.unmapped_fields:
+            stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
+        state_key = key or change.key.encode()
+        stored = load_entry(records.get(state_key))
+        position = SourcePosition(msg.partition, msg.offset)
+        step = next_step(stored, change, result.command, side, result.echo, position, cfg)
+        if not step.commands:
+            stats.add(f"{direction}.unchanged")
+        stats.add(f"{direction}.{'redelivered' if step.entry is None else 'applied'}")
+        if step.losses:
+            stats.add("conflicts.lost", step.losses)
+            log.info("%s %s: %d field(s) kept the other side's value (%s)", direction, change.key, step.losses,
+                     "; ".join(step.loss_notes))
+        out: list[Outgoing] = []
+        for command, repair in step.commands:
+            stats.add("repairs" if repair else f"{direction}.sent")
             try:
-                change = serde.decode(event.value, ChangeEvent, msg.topic)
-            except DecodeError as e:
-                stats.add(f"{direction}.decode_failed")
-                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))
-            result = mapper(change, cfg)
-            if isinstance(result, Skipped):
-                stats.add(f"{direction}.skipped")
-                return None
-            if isinstance(result, Failed):
-                stats.add(f"{direction}.mapping_failed")
-                log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
-                            change.key, result.reason)
-                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "CoercionError", result.reason))
-            assert isinstance(result, Mapped)
-            if result.unmapped_fields:
-                stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
-            state_key = key or change.key.encode()
-            stored = load_state(state.get(state_key))
-            command, synced = next_output(result.command, stored, change.event_id,
-                                          SourcePosition(msg.partition, msg.offset))
-            if command is None:
-                stats.add(f"{direction}.unchanged")
-                return None
-            stats.add(f"{direction}.applied" if synced is not None else f"{direction}.redelivered")
-            try:
-                value = serde.encode(command, target.get_topic_name())
+                value = serde.encode(command, targets[_side_of(command)].get_topic_name())
             except EncodeError as e:
                 stats.add(f"{direction}.encode_failed")
-                return _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "EncodeError", str(e)))
-            return Outgoing(target, state_key, value, lineage_headers(msg.partition, msg.offset),
-                            state_key=state_key if synced is not None else None,
-                            state_value=dump_state(synced) if synced is not None else None)
+                return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "EncodeError", str(e)))]
+            # lineage headers name a position in the target sink's own change topic: not for a repair
+            headers = [] if repair else lineage_headers(msg.partition, msg.offset)
+            out.append(Outgoing(targets[_side_of(command)], state_key, value, headers))
+        entry_value = dump_entry(step.entry) if step.entry is not None else None
+        if out:
+            out[-1] = replace(out[-1], state_key=state_key if entry_value is not None else None,
+                              state_value=entry_value)
+        elif entry_value is not None and step.entry != stored:
+            out.append(Outgoing(None, state_key, b"", [], state_key=state_key, state_value=entry_value))
+        return out
 
-        async def crash(event: Any, exc: BaseException) -> None:
-            """Stop the worker; ``event`` stays unacknowledged, so its offset is not committed."""
-            msg = event.message
-            stats.add(f"{direction}.worker_stopped")
-            log.critical("%s: stopping the worker without committing %s[%d]@%d: %s: %s", direction, msg.topic,
-                         msg.partition, msg.offset, type(exc).__name__, exc)
-            await app.crash(exc)
+    async def crash(event: Any, exc: BaseException) -> None:
+        """Stop the worker; ``event`` stays unacknowledged, so its offset is not committed."""
+        msg = event.message
+        stats.add("worker_stopped")
+        log.critical("stopping the worker without committing %s[%d]@%d: %s: %s", msg.topic, msg.partition,
+                     msg.offset, type(exc).__name__, exc)
+        await app.crash(exc)
 
-        async def stop_worker(event: Any, exc: BaseException) -> NoReturn:
-            """:func:`crash`, then wait to be cancelled by the stopping worker: nothing after ``event`` runs."""
-            await crash(event, exc)
-            await _parked()
+    async def stop_worker(event: Any, exc: BaseException) -> NoReturn:
+        """:func:`crash`, then wait to be cancelled by the stopping worker: nothing after ``event`` runs."""
+        await crash(event, exc)
+        await _parked()
 
-        async def process(stream: Any) -> None:
-            stopping: set[asyncio.Future[None]] = set()  # strong references: the loop keeps only weak ones
+    async def process(stream: Any) -> None:
+        stopping: set[asyncio.Future[None]] = set()  # strong references: the loop keeps only weak ones
 
-            def failed_delivery(event: Any, exc: BaseException) -> None:
-                stopping.add(asyncio.ensure_future(crash(event, exc)))
+        def failed_delivery(event: Any, exc: BaseException) -> None:
+            stopping.add(asyncio.ensure_future(crash(event, exc)))
 
-            acks = InOrderAcks(on_failed_delivery=failed_delivery,
-                               on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
-                                                                             e.message))
-            async for event in stream.events():
-                held = acks.hold(event)
-                if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
-                    await _parked()
-                try:
-                    out = decide(event)
-                except RegistryError as e:
-                    await stop_worker(event, e)
-                except Exception as e:  # deciding is pure: an error there is about this change
-                    msg = event.message
-                    stats.add(f"{direction}.unexpected_failed")
-                    log.exception("%s %s[%d]@%d: unexpected error; dead-lettering the change", direction,
-                                  msg.topic, msg.partition, msg.offset)
-                    out = _dead_letter(dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))
-                if out is None:
-                    acks.done(held)
-                    continue
-                try:
-                    delivery = await out.topic.send(key=out.key, value=out.value, headers=out.headers)
+        acks = InOrderAcks(on_failed_delivery=failed_delivery,
+                           on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
+                                                                         e.message))
+        async for event in stream.events():
+            held = acks.hold(event)
+            if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
+                await _parked()
+            try:
+                outs = decide(event)
+            except RegistryError as e:
+                await stop_worker(event, e)
+            except Exception as e:  # deciding is pure: an error there is about this change
+                msg = event.message
+                stats.add("unexpected_failed")
+                log.exception("%s[%d]@%d: unexpected error; dead-lettering the change", msg.topic, msg.partition,
+                              msg.offset)
+                dlq = inbound_dlq if msg.topic == names.changes_inbound else outbound_dlq
+                outs = [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))]
+            if not outs:
+                acks.done(held)
+                continue
+            try:
+                deliveries = []
+                for out in outs:
+                    if out.topic is not None:
+                        deliveries.append(await out.topic.send(key=out.key, value=out.value, headers=out.headers))
+                for out in outs:
                     if out.state_key is not None:
-                        state[out.state_key] = out.state_value
-                except Exception as e:
-                    await stop_worker(event, e)
-                acks.when_delivered(held, delivery)
+                        records[out.state_key] = out.state_value
+            except Exception as e:
+                await stop_worker(event, e)
+            if deliveries:
+                acks.when_delivered(held, asyncio.gather(*deliveries))
+            else:
+                acks.done(held)
 
-        process.__name__ = f"{direction}_agent"
-        app.agent(source, name=f"{direction}")(process)
-
-    make_agent("inbound", topic(names.changes_inbound), topic(names.apply_local), topic(names.dlq("postgres")),
-               table("synced-inbound"), map_inbound)
-    make_agent("outbound", topic(names.changes_outbound), topic(names.apply_salesforce),
-               topic(names.dlq("salesforce")), table("synced-outbound"), map_outbound)
+    process.__name__ = "records_agent"
+    app.agent(app.topic(names.changes_inbound, names.changes_outbound, key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw"), name="records")(process)
     return app, stats
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """The one message an event sends, and the Table entry to record once the producer took it."""
+    """One message an event sends (``topic=None``: none, only the Table entry), and the Table entry to record
+    once the producer took the event's messages."""
 
     topic: Any
     key: bytes | None
@@ -225,6 +249,10 @@ class Outgoing:
     headers: list[tuple[str, bytes]]
     state_key: bytes | None = None
     state_value: bytes | None = None
+
+
+def _side_of(command: ApplyCommand) -> Side:
+    return Side.LOCAL if command.target is ApplyTarget.LOCAL else Side.SALESFORCE
 
 
 async def _parked() -> NoReturn:

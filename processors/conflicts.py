@@ -37,8 +37,8 @@ sfsync's write (a flow, a trigger, a default): a real change, which wins (it act
 flows to PostgreSQL. Fields of an echo of a record the state knows nothing of are taken as confirmed.
 
 **Redelivery** (a change at or below its side's stored position, replayed after a crash): nothing is decided
-again and the state stays; what the change decided is sent again with the versions it was sent with —
-fields it still wins to the other side, the winner back to its own side where it lost.
+again and the state stays; for each of its fields, sfsync's newest write to either side is sent again with
+its version when it carries the current winner (a sink skips a write it already has).
 """
 
 from __future__ import annotations
@@ -312,26 +312,25 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
 
 
 def _redeliver(state: RecordState, change: Change) -> Decision:
-    """Resend what ``change`` decided when it was first read (module docstring); the state stays."""
-    writes: dict[Side, Write] = {}
-    side = change.side
+    """Resend what ``change`` may have decided when it was first read (module docstring).
 
-    def resend(to: Side, name: str, current: FieldState, repair: bool) -> None:
-        sent = current.sent.get(to)
-        version = sent.version if sent is not None else change.version
-        write = writes.get(to)
-        if write is None:
-            writes[to] = Write({name: current.value}, version, repair)
-        else:
-            write.values[name] = current.value
-            writes[to] = replace(write, version=max(write.version, version), repair=write.repair or repair)
-
-    for name, value in change.fields.items():
+    Per field of the change, sfsync's newest write to each side is sent again when it carries the current
+    winner: the sink skips it if it landed and writes it if the crash lost it. One write per side carries the
+    highest version of its fields, which becomes their newest write there (so later writes stay above it);
+    nothing else of the state changes. A newest write that no longer carries the winner was superseded."""
+    b = _Builder(state)
+    for name in change.fields:
         current = state.fields.get(name)
         if current is None:
             continue
-        if current.side is side and current.position == change.position:
-            resend(side.other, name, current, repair=False)
-        elif not _same(value.on(side), current.value.on(side)) and (current.side is not side or change.echo):
-            resend(side, name, current, repair=True)
-    return Decision(writes, [], None)
+        for to in (change.side.other, change.side):
+            sent = current.sent.get(to)
+            if sent is not None and _same(sent.value, current.value.on(to)):
+                b.send(to, name, current.value, sent.version, repair=to is change.side)
+    writes: dict[Side, Write] = {}
+    for to, write in b.writes.items():
+        for name, value in write.values.items():
+            fs = b.fields[name]
+            b.fields[name] = replace(fs, sent={**fs.sent, to: Sent(write.version, value.on(to))})
+        writes[to] = write
+    return Decision(writes, [], RecordState(b.fields, state.positions) if writes else None)

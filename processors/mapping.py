@@ -9,14 +9,14 @@ Contract of :func:`map_inbound` / :func:`map_outbound`: given one
 - :class:`Failed` — the record cannot be mapped (a value that cannot be
   coerced); it goes to the DLQ with ``reason``, and the stream goes on.
 
-:func:`suppress_unchanged` then drops values equal to what was last synced
-for the record, which turns redeliveries and echoes into no-ops.
+What then goes where — per field, against the record's state of both
+directions — is :mod:`processors.conflicts`' decision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sfsync.coercion import CoercionError, apply_transforms, coerce
@@ -42,8 +42,12 @@ TO_SALESFORCE = (Direction.BOTH, Direction.TO_SALESFORCE)
 
 @dataclass(frozen=True, slots=True)
 class Mapped:
+    """``echo``: the change is sfsync's own write coming back (its origin); with ``keep_echo`` its two-way
+    fields are kept, for the conflict decision to compare by value."""
+
     command: ApplyCommand
     unmapped_fields: list[str] = field(default_factory=list)
+    echo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +118,12 @@ def _base_command(event: ChangeEvent, target: ApplyTarget, operation: ApplyOpera
     }
 
 
-def map_inbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
-    """A Salesforce change -> a command for the PostgreSQL sink."""
+def map_inbound(event: ChangeEvent, cfg: SfsyncConfig, keep_echo: bool = False) -> MapResult:
+    """A Salesforce change -> a command for the PostgreSQL sink.
+
+    An echo of sfsync's own write (its ``changeOrigin``) loses its two-way fields (sfsync wrote them), unless
+    ``keep_echo``: then they stay and the result says ``echo`` (:mod:`processors.conflicts` compares them
+    with what sfsync wrote)."""
     mapping = cfg.objects.get(event.object)
     if mapping is None:
         return Skipped(f"unknown object {event.object}")
@@ -135,7 +143,7 @@ def map_inbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
             mapped_fields.add(f.field)
             if f.field not in event.values:
                 continue
-            if own and f.direction in TO_SALESFORCE:
+            if own and f.direction in TO_SALESFORCE and not keep_echo:
                 continue  # sfsync wrote this field: an echo
             values[f.column] = to_local_value(event.values[f.field], f)
     except CoercionError as e:
@@ -147,14 +155,15 @@ def map_inbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
     ignored = {mapping.external_id_field, "Id", "LastModifiedDate", "SystemModstamp", "CreatedDate",
                "CreatedById", "LastModifiedById"}
     unmapped = sorted(n for n in event.changed_fields if n not in mapped_fields and n not in ignored)
-    if not values and event.operation is not Operation.CREATE and event.operation is not Operation.UNDELETE:
-        return Skipped("echo of an sfsync write" if own else "no mapped field changed")
-    if not values and own:
-        return Skipped("echo of an sfsync write")
+    if not values and not (own and keep_echo):  # an echo that changed nothing still confirms sfsync's write
+        if event.operation is not Operation.CREATE and event.operation is not Operation.UNDELETE:
+            return Skipped("echo of an sfsync write" if own else "no mapped field changed")
+        if own:
+            return Skipped("echo of an sfsync write")
     command = ApplyCommand(**_base_command(
         event, ApplyTarget.LOCAL, ApplyOperation.UPSERT, local_key=local_key, values=values, fields=sorted(values)
     ))
-    return Mapped(command, unmapped)
+    return Mapped(command, unmapped, echo=own)
 
 
 def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
@@ -197,32 +206,3 @@ def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
     return Mapped(ApplyCommand(**_base_command(
         event, ApplyTarget.SALESFORCE, ApplyOperation.UPSERT, object=name, values=values, fields=sorted(values)
     )), unmapped)
-
-
-def suppress_unchanged(
-    command: ApplyCommand, last_synced: Mapping[str, FieldPyValue] | None, redelivered: bool = False
-) -> tuple[ApplyCommand | None, dict[str, FieldPyValue]]:
-    """Drop values equal to the record's last synced values.
-
-    Returns the command to send (``None`` when nothing is left to write) and
-    the record's new last-synced values. Deletes always go through and clear
-    the state. ``redelivered``: this very change was processed before (its
-    offset was not committed, so its output may be lost): send it in full.
-    """
-    if command.operation is ApplyOperation.DELETE or redelivered:
-        return command, {} if command.operation is ApplyOperation.DELETE else {
-            **dict(last_synced or {}), **command.values}
-    previous = dict(last_synced or {})
-    changed = {k: v for k, v in command.values.items() if k not in previous or not _same(previous[k], v)}
-    merged = {**previous, **command.values}
-    if not changed and last_synced is not None:
-        return None, merged
-    if len(changed) == len(command.values):
-        return command, merged
-    return replace(command, values=changed, fields=sorted(changed)), merged
-
-
-def _same(a: FieldPyValue, b: FieldPyValue) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True  # NaN == NaN for change detection
-    return type(a) is type(b) and a == b

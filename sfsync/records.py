@@ -66,7 +66,7 @@ import enum
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, Self, TypeAlias, get_type_hints
@@ -103,6 +103,8 @@ __all__ = [
     "parse_record_key",
     "record_key",
     "utcnow",
+    "version_time",
+    "write_version",
 ]
 
 INT64_MIN = -(2**63)
@@ -211,6 +213,22 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A new random UUID (version 4) as canonical text."""
     return str(uuid.uuid4())
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def write_version(commit_ts: datetime, position: str | None) -> tuple[int, int]:
+    """The version a sink compares (:mod:`consumers.versions`): commit time in whole microseconds (exact, no
+    float) and the position as a number (``-1`` when it is not one, e.g. ``catchup:…``)."""
+    position = position or ""
+    number = int(position) if position.isdigit() or position.startswith("-") and position[1:].isdigit() else -1
+    return (commit_ts - _EPOCH) // timedelta(microseconds=1), number
+
+
+def version_time(micros: int) -> datetime:
+    """The commit time of a version's first half (inverse of :func:`write_version`)."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def record_key(object: str, sfid: str | None = None, local_key: str | None = None) -> str:
@@ -553,6 +571,7 @@ class ChangeEvent(_AvroCodec):
     transaction_key: str | None = None
     sequence: int | None = None
     trace_id: str = field(default_factory=new_id)
+    seen_versions: dict[str, str] = field(default_factory=dict, metadata=_SCHEMA_DEFAULT)
 
     def __post_init__(self) -> None:
         s = object.__setattr__

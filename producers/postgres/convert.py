@@ -102,6 +102,7 @@ class OutboxRow:
     txid: int
     committed_at: datetime
     origin: str | None = None
+    seen_versions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +177,17 @@ def row_to_event(row: OutboxRow, index: TableIndex, source: str = "") -> ChangeE
         transaction_key=str(row.txid),
         origin=row.origin,
         event_id=outbox_event_id(source, row.id),
+        seen_versions=seen_versions(row.seen_versions),
     )
+
+
+def seen_versions(stored: Mapping[str, Any]) -> dict[str, str]:
+    """The version store's ``{column: [µs, position]}`` as the event's ``{column: "µs:position"}``."""
+    out: dict[str, str] = {}
+    for column, version in stored.items():
+        if isinstance(version, list) and len(version) == 2:
+            out[column] = f"{int(version[0])}:{int(version[1])}"
+    return out
 
 
 def event_key(event: ChangeEvent) -> str:
@@ -196,6 +207,7 @@ def row_from_db(values: Mapping[str, Any]) -> OutboxRow:
         txid=int(values["txid"]),
         committed_at=values["committed_at"],
         origin=values["origin"],
+        seen_versions=dict(values.get("seen_versions") or {}),
     )
 
 

@@ -15,8 +15,12 @@ ROW`` trigger named :data:`TRIGGER_NAME` on the table. The function:
   (``insert``/``update``/``delete``), changed columns, ``new_values`` (jsonb of
   the local key, the sfid column and every mapped column of the row after the
   change; for a delete the old row's key and sfid), ``txid_current()``,
-  ``clock_timestamp()``, and the origin (any other non-empty ``sfsync.origin``
-  value an application set, else NULL);
+  ``clock_timestamp()``, the origin (any other non-empty ``sfsync.origin``
+  value an application set, else NULL), and ``seen_versions``: the PostgreSQL
+  sink's field versions of the record (its row in :data:`VERSIONS_TABLE`), i.e.
+  which of sfsync's writes the row held when the user changed it — read under
+  the row lock, so a write of sfsync that is not in it lands after this change
+  (the processor's conflict decision, :mod:`processors.conflicts`);
 - calls ``pg_notify(<outbox table name>, <table name>)`` — PostgreSQL folds
   identical notifications of one transaction into one, so a 10,000-row
   statement wakes the relay once.
@@ -33,6 +37,11 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from sfsync.config import Direction, ObjectMapping
+
+#: sfsync's per-field version store (:mod:`consumers.versions`): which version of each field each sink last
+#: wrote. The capture trigger reads the PostgreSQL sink's row of a record into the outbox row
+#: (``seen_versions``): which of sfsync's writes the row held when it changed.
+VERSIONS_TABLE = "sfsync_field_versions"
 
 #: The transaction-local setting the sink sets and the trigger reads.
 ORIGIN_SETTING = "sfsync.origin"
@@ -65,11 +74,14 @@ class CaptureSpec:
     columns: tuple[str, ...]
     outbound: tuple[str, ...]
     text_compare: frozenset[str] = frozenset()
+    object: str = ""
 
 
-def capture_spec(schema: str, obj: ObjectMapping, text_compare: frozenset[str] = frozenset()) -> CaptureSpec:
-    """The :class:`CaptureSpec` of a mapped object's table."""
+def capture_spec(schema: str, obj: ObjectMapping, text_compare: frozenset[str] = frozenset(),
+                 object_name: str = "") -> CaptureSpec:
+    """The :class:`CaptureSpec` of a mapped object's table (``object_name``: its Salesforce object)."""
     return CaptureSpec(
+        object=object_name,
         schema=schema,
         table=obj.table,
         local_key=obj.local_key,
@@ -133,6 +145,7 @@ def render_capture_function(spec: CaptureSpec, outbox_table: str, channel: str) 
 DECLARE
   _sfsync_origin text := nullif(current_setting({setting}, true), '');
   _sfsync_changed text[] := '{{}}'::text[];
+  _sfsync_seen jsonb;
 BEGIN
   IF _sfsync_origin = {marker} THEN
     RETURN NULL;
@@ -148,8 +161,12 @@ BEGIN
     ELSE
       _sfsync_changed := {all_outbound};
     END IF;
-    INSERT INTO {outbox} (table_name, local_key, operation, changed_columns, new_values, origin)
-    VALUES ({table}, NEW.{key}::text, lower(TG_OP), _sfsync_changed, {new_row}, _sfsync_origin);
+    IF NEW.{sfid} IS NOT NULL THEN
+      SELECT v.versions INTO _sfsync_seen FROM {versions} v
+       WHERE v.direction = 'inbound' AND v.object = {object} AND v.record = NEW.{sfid}::text;
+    END IF;
+    INSERT INTO {outbox} (table_name, local_key, operation, changed_columns, new_values, origin, seen_versions)
+    VALUES ({table}, NEW.{key}::text, lower(TG_OP), _sfsync_changed, {new_row}, _sfsync_origin, _sfsync_seen);
   END IF;
   PERFORM pg_notify({channel}, {table});
   RETURN NULL;
@@ -161,6 +178,9 @@ END;
         outbox=outbox,
         table=sql.Literal(spec.table),
         key=sql.Identifier(spec.local_key),
+        sfid=sql.Identifier(spec.sfid_column),
+        versions=sql.Identifier(spec.schema, VERSIONS_TABLE),
+        object=sql.Literal(spec.object),
         old_keys=_jsonb_object("OLD", key_columns),
         checks=_changed_checks(spec),
         all_outbound=_text_array(spec.outbound),

@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from sfsync.config import SfsyncConfig
+from sfsync.database.capture import VERSIONS_TABLE
 from sfsync.database.capture import (
     FUNCTION_PREFIX,
     TEXT_COMPARED_TYPES,
@@ -90,14 +91,18 @@ def render_outbox(schema: str, outbox_table: str) -> sql.Composed:
   new_values jsonb NOT NULL DEFAULT '{{}}',
   txid bigint NOT NULL DEFAULT txid_current(),
   committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  origin text
+  origin text,
+  seen_versions jsonb
 )"""
     ).format(t=sql.Identifier(schema, outbox_table))
 
 
-#: sfsync's per-field version store (:mod:`sfsync.database.versions`): which version of each field
-#: each sink last wrote, so no retry, replay or replica ever writes an older value over a newer one.
-VERSIONS_TABLE = "sfsync_field_versions"
+def render_seen_versions_column(schema: str, table: str) -> sql.Composed:
+    """Adds ``seen_versions`` to an outbox or archive created before it existed."""
+    return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS seen_versions jsonb").format(
+        sql.Identifier(schema, table))
+
+
 
 
 def render_versions(schema: str) -> sql.Composed:
@@ -128,7 +133,8 @@ def render_archive(schema: str, outbox_table: str) -> list[sql.Composed]:
   txid bigint NOT NULL,
   committed_at timestamptz NOT NULL,
   origin text,
-  relayed_at timestamptz NOT NULL DEFAULT now()
+  relayed_at timestamptz NOT NULL DEFAULT now(),
+  seen_versions jsonb
 )"""
         ).format(t=sql.Identifier(schema, archive)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (relayed_at)").format(
@@ -200,11 +206,11 @@ def check_mapping(cfg: SfsyncConfig, tables: dict[str, TableInfo]) -> list[str]:
 def expected_capture(cfg: SfsyncConfig, tables: dict[str, TableInfo]) -> list[CaptureSpec]:
     """The capture spec of every mapped table, with columns of types lacking ``=`` compared as text."""
     specs: list[CaptureSpec] = []
-    for obj in cfg.objects.values():
+    for name, obj in cfg.objects.items():
         info = tables.get(obj.table)
         types = info.columns if info else {}
         text_compare = frozenset(f.column for f in obj.fields if types.get(f.column) in TEXT_COMPARED_TYPES)
-        specs.append(capture_spec(cfg.postgres.schema_name, obj, text_compare))
+        specs.append(capture_spec(cfg.postgres.schema_name, obj, text_compare, name))
     return specs
 
 
@@ -298,7 +304,8 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
         if not _exists(conn, schema):
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             done.append(f"created schema {schema}")
-        own = ((outbox, [render_outbox(schema, outbox)]), (archive, render_archive(schema, outbox)),
+        own = ((outbox, [render_outbox(schema, outbox), render_seen_versions_column(schema, outbox)]),
+               (archive, [*render_archive(schema, outbox), render_seen_versions_column(schema, archive)]),
                (VERSIONS_TABLE, [render_versions(schema)]))
         for table, statements in own:
             existed = _exists(conn, schema, table)

@@ -45,7 +45,7 @@ def lww(_name: str) -> ConflictPolicy:
 
 def sent(d: Decision, side: Side, repair: bool | None = None) -> dict[str, Any] | None:
     w = d.writes.get(side)
-    if w is None or repair is not None and w.repair is not repair:
+    if w is None or (repair is not None and w.repair is not repair):
         return None
     return {k: v.on(side) for k, v in w.values.items()}
 
@@ -126,14 +126,16 @@ def test_an_echo_of_the_winner_is_a_no_op_and_a_first_seen_echo_is_taken_as_conf
     assert first.writes == {} and first.state is not None and first.state.fields["A"].value.remote == "y"
 
 
-def test_a_redelivered_change_resends_what_it_decided_with_the_same_versions() -> None:
+def test_a_redelivered_change_resends_sfsyncs_newest_writes_that_carry_the_winner() -> None:
     d1 = decide(None, change(LOCAL, 10, 1, A="a1"), lww)
     d2 = decide(d1.state, change(LOCAL, 11, 2, A="a2", B="b2"), lww)
-    d3 = decide(d2.state, change(SF, 12, 1, A="remote"), lww)  # newer: wins A
+    d3 = decide(d2.state, change(SF, 12, 1, A="remote"), lww)  # newer: wins A; goes to the row
     again = decide(d3.state, change(LOCAL, 11, 2, A="a2", B="b2"), lww)
-    assert again.state is None
-    assert sent(again, SF) == {"B": "b2"} and version_to(again, SF) >= version_to(d2, SF)
-    assert sent(again, LOCAL, repair=True) == {"A": "remote"}
+    assert sent(again, SF) == {"A": "remote", "B": "b2"}  # its own win; the winner re-sent after older writes
+    assert sent(again, LOCAL) == {"A": "remote"}        # the winner sent to its row since
+    assert version_to(again, LOCAL) == version_to(d3, LOCAL)
+    assert again.state is not None and again.state.positions == d3.state.positions  # nothing decided again
+    assert decide(again.state, change(SF, 13, 2, A="later"), lww).writes[LOCAL].version > version_to(d3, LOCAL)
 
 
 # ---------------------------------------------------------------------------------------------- the model

@@ -16,7 +16,6 @@ from processors.mapping import (
     is_own_origin,
     map_inbound,
     map_outbound,
-    suppress_unchanged,
 )
 from sfsync.config import build_config
 from sfsync.records import ApplyOperation, ApplyTarget, ChangeEvent, Operation
@@ -122,19 +121,6 @@ def test_outbound_by_table_name_and_unmapped_update() -> None:
     assert map_outbound(pg_event(score=1), cfg()) == Skipped("no mapped column changed")
 
 
-def test_suppress_unchanged() -> None:
-    first = map_inbound(sf_event(FirstName="Ada", Email="a@x"), cfg())
-    assert isinstance(first, Mapped)
-    sent, synced = suppress_unchanged(first.command, None)
-    assert sent == first.command and synced == {"first_name": "Ada", "email": "a@x"}
-    again, synced2 = suppress_unchanged(first.command, synced)
-    assert again is None and synced2 == synced  # redelivery / echo: no-op
-    partly = map_inbound(sf_event(FirstName="Ada", Email="b@x"), cfg())
-    assert isinstance(partly, Mapped)
-    sent3, synced3 = suppress_unchanged(partly.command, synced)
-    assert sent3 is not None and sent3.values == {"email": "b@x"} and synced3["email"] == "b@x"
-
-
 @given(st.text())
 def test_value_map_round_trips(text: str) -> None:
     c = cfg()
@@ -142,15 +128,6 @@ def test_value_map_round_trips(text: str) -> None:
     assert isinstance(out, Mapped)
     back = map_inbound(sf_event(Rating__c=out.command.values["Rating__c"]), c)
     assert isinstance(back, Mapped) and back.command.values["rating"] == text
-
-
-def test_redelivered_change_is_sent_in_full() -> None:
-    # After a crash the same change comes again; its output may have been lost, so nothing is suppressed.
-    change = map_inbound(sf_event(FirstName="Ada", Email="a@x"), cfg())
-    assert isinstance(change, Mapped)
-    _, synced = suppress_unchanged(change.command, None)
-    again, synced_again = suppress_unchanged(change.command, synced, redelivered=True)
-    assert again == change.command and synced_again == synced
 
 
 def test_outbound_delete_follows_policy() -> None:

@@ -1,0 +1,73 @@
+"""The processor Table's entry of one record: its :class:`~processors.conflicts.RecordState` and its ids.
+
+One entry per record key, shared by both directions (``records`` table). The ids are the record's sfid and
+local key as last seen in any change, so every command sfsync sends carries both (the sinks' version guards
+key on them). Encoding: JSON of sfsync's typed value encoding (:func:`sfsync.records.encode_values`),
+bytes and datetimes tagged as in :mod:`processors.state`, so every field value survives the changelog.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.conflicts import FieldState, RecordState, Sent, Side, Values
+from processors.state import SourcePosition, json_default, json_object_hook
+from sfsync.records import FieldPyValue, decode_values, encode_values
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the processor keeps of one record."""
+
+    record: RecordState = field(default_factory=RecordState)
+    sfid: str | None = None
+    local_key: str | None = None
+
+
+def _pos(p: SourcePosition | None) -> list[int] | None:
+    return None if p is None else [p.partition, p.offset]
+
+
+def _unpos(raw: Any) -> SourcePosition | None:
+    return None if raw is None else SourcePosition(int(raw[0]), int(raw[1]))
+
+
+def _values(values: dict[str, FieldPyValue]) -> Any:
+    return encode_values(values)
+
+
+def dump_entry(entry: Entry) -> bytes:
+    """The Table value for ``entry``."""
+    fields: dict[str, Any] = {}
+    for name, fs in entry.record.fields.items():
+        fields[name] = {
+            "v": _values({"l": fs.value.local, "r": fs.value.remote}),
+            "s": fs.side.value, "t": fs.ts, "p": _pos(fs.position),
+            "sent": {side.value: [list(sent.version), _values({"v": sent.value})] for side, sent in fs.sent.items()},
+            "pend": _values({str(i): v for i, v in enumerate(fs.pending)}),
+        }
+    doc = {"f": fields, "pos": {side.value: _pos(p) for side, p in entry.record.positions.items()},
+           "sfid": entry.sfid, "lk": entry.local_key}
+    return json.dumps(doc, default=json_default, allow_nan=True).encode()
+
+
+def load_entry(raw: bytes | None) -> Entry | None:
+    """The entry a Table value holds; ``None`` for a record never seen (or an entry of the old per-direction
+    tables, which held no conflict state: the record starts afresh)."""
+    if raw is None:
+        return None
+    doc = json.loads(raw, object_hook=json_object_hook)
+    if not isinstance(doc, dict) or "f" not in doc:
+        return None
+    fields: dict[str, FieldState] = {}
+    for name, f in doc["f"].items():
+        v = decode_values(f["v"])
+        pend = decode_values(f["pend"])
+        sent = {Side(side): Sent((int(s[0][0]), int(s[0][1])), decode_values(s[1])["v"])
+                for side, s in f["sent"].items()}
+        fields[name] = FieldState(Values(v["l"], v["r"]), Side(f["s"]), int(f["t"]), _unpos(f["p"]), sent,
+                                  tuple(pend[str(i)] for i in range(len(pend))))
+    positions = {Side(side): p for side, raw_p in doc["pos"].items() if (p := _unpos(raw_p)) is not None}
+    return Entry(RecordState(fields, positions), doc.get("sfid"), doc.get("lk"))
