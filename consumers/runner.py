@@ -19,9 +19,20 @@ Contract (at-least-once, nothing lost):
 - ``SinkUnavailable``: the runner pauses its partitions, keeps the consumer
   alive, and retries the same batch with growing waits; nothing is committed
   meanwhile.
+- Operator pause (``sfsync pause <direction> [--object X]``, the compacted control topic,
+  :class:`sfsync.operations.control.ControlFollower`): the runner loads the control state before it
+  writes anything (a pause survives its restart), and while its direction is paused it writes nothing:
+  the same keep-alive as an outage (every assigned partition paused, also after a rebalance, anything a
+  poll still returns sought back to; a batch already read is held, never committed unwritten). A paused
+  object holds its partition from that object's first command on (order per partition is kept, so
+  other objects behind it in that partition wait too); the other partitions flow.
 - Every batch is screened against per-field versions kept at the target
   (:mod:`consumers.versions`): a retry writes the fields it alone carries and
   never overwrites a newer value, across restarts, rebalances and replicas.
+- Alerts: an outage with an alert (credentials refused, ...) raises one alert and, once the target takes
+  a batch again, one "resolved" alert of the same cause; ``alerts.consecutive_failures`` records in a
+  row that fail (per sink process) raise a ``consecutive_failures`` alert, the next success resolves it
+  (:class:`sfsync.operations.alerts.FailureStreak`).
 - Health (:mod:`sfsync.health`): alive while the loop turns; ready once the
   target answered and the group assigned this member its partitions.
 """
@@ -55,7 +66,9 @@ from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, commit_messages, make_consumer, make_producer
 from sfsync.kafka.lineage import read_lineage
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import Alert, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
+from sfsync.operations.alerts import FailureStreak, StreakEvent, resolved_alert
+from sfsync.operations.control import ControlFollower
+from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink")
@@ -119,6 +132,10 @@ class SinkRunner:
         self.stats = SinkStats()
         self.health = health or Health(f"{sink.name}-sink", checks=("target", "group"))
         self._delayed: dict[tuple[str, int], float] = {}
+        #: partitions held at the first command of an object the operator paused: partition -> object
+        self._object_held: dict[tuple[str, int], str] = {}
+        self.control = ControlFollower(cfg.kafka, f"{sink.name}-sink")
+        self.streak = FailureStreak(cfg.alerts.consecutive_failures)
         self._owned: set[int] = set()
         self.consumer: Consumer = make_consumer(cfg.kafka, self.names.sink_group(sink.name), f"{sink.name}-sink")
         self.producer: CheckedProducer = make_producer(cfg.kafka, f"{sink.name}-sink")
@@ -135,7 +152,7 @@ class SinkRunner:
 
     def run(self, stop: threading.Event) -> None:
         try:
-            if not self._wait_for_target(stop):
+            if not self._wait_for_target(stop) or not self._wait_for_control(stop):
                 return
             self.consumer.subscribe([self.source, self.retry_pattern], on_assign=self._on_assign,
                                     on_revoke=self._on_revoke)
@@ -143,10 +160,15 @@ class SinkRunner:
                 self.health.beat()
                 self.backlog.pump()
                 self._resume_due()
+                self._release_objects()
+                if self._direction_paused():
+                    self._wait_while_paused(stop)
+                    continue
                 messages = self._next_batch()
                 if messages:
                     self.process(messages, stop)
         finally:
+            self.control.close()
             self.consumer.close()
             self.backlog.close()
             self.versions.close()
@@ -170,6 +192,54 @@ class SinkRunner:
             return True
         return False
 
+    def _wait_for_control(self, stop: threading.Event) -> bool:
+        """Load the operator's pause/resume state before anything is written; False when stopped first."""
+        self.control.start()
+        while not stop.is_set():
+            self.health.beat()
+            if self.control.wait_loaded(0.5):
+                if self._direction_paused():
+                    log.warning("%s sink: %s is paused by the operator; writing nothing until `sfsync resume %s`",
+                                self.sink.name, self.direction.value, self.direction.value)
+                return True
+        return False
+
+    def _direction_paused(self) -> bool:
+        return self.control.state.direction_paused(self.direction)
+
+    def _wait_while_paused(self, stop: threading.Event) -> bool:
+        """Keep the group membership while the operator pauses this direction; True once resumed,
+        False when stopped first. Partitions are resumed afterwards (holds re-establish themselves)."""
+        log.info("%s sink: %s paused by the operator", self.sink.name, self.direction.value)
+        try:
+            while self._direction_paused():
+                if stop.is_set():
+                    return False
+                self.health.beat()
+                self.backlog.pump()
+                self._keep_alive_paused()
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+        log.info("%s sink: %s resumed", self.sink.name, self.direction.value)
+        return True
+
+    def _release_objects(self) -> None:
+        """Resume the partitions held for objects the operator has resumed since."""
+        if not self._object_held:
+            return
+        paused = self.control.state.paused_objects(self.direction)
+        for tp, obj in list(self._object_held.items()):
+            if obj not in paused:
+                del self._object_held[tp]
+                self.consumer.resume([TopicPartition(*tp)])
+
+    def _hold_for_object(self, msg: Message, obj: str) -> None:
+        """A command of a paused object: pause its partition and rewind to it (it is written on resume)."""
+        tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        self.consumer.pause([tp])
+        self.consumer.seek(tp)
+        self._object_held[(tp.topic, tp.partition)] = obj
+
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # cooperative-sticky: callbacks carry increments, and the consumer's assignment is updated after them
         self._owned |= {tp.partition for tp in partitions if tp.topic == self.source}
@@ -177,6 +247,8 @@ class SinkRunner:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._owned -= {tp.partition for tp in partitions if tp.topic == self.source}
+        for tp in partitions:  # a held partition taken away is its new owner's to hold
+            self._object_held.pop((tp.topic, tp.partition), None)
         self._mark_assignment()
 
     def _mark_assignment(self) -> None:
@@ -231,12 +303,17 @@ class SinkRunner:
             if self._hold_if_early(msg):
                 held.add(tp)
                 continue
-            consumed.append(msg)
             try:
                 command = self.serde.decode(msg.value() or b"", ApplyCommand, msg.topic())
             except DecodeError as e:
+                consumed.append(msg)
                 self._dead_letter_raw(msg, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))
                 continue
+            if command.object in self.control.state.paused_objects(self.direction):
+                held.add(tp)  # the rest of this partition waits behind it: order per partition is kept
+                self._hold_for_object(msg, command.object)
+                continue
+            consumed.append(msg)
             batch.append((msg, command))
         if batch:
             outcome = self._write_until_accepted(batch, stop)
@@ -273,17 +350,28 @@ class SinkRunner:
         """
         backoff = Backoff(0.5, 30.0)
         paused = False
+        alerted: SinkUnavailable | None = None
         try:
             while True:
+                if self._direction_paused():  # the operator paused while this batch was being read: hold it
+                    paused = True
+                    if not self._wait_while_paused(stop):
+                        return None
                 if paused:
                     owned = self._assigned()
                     batch = [(m, c) for m, c in batch if (m.topic() or "", m.partition() or 0) in owned]
+                    if not batch:
+                        return [], []
                 try:
-                    return batch, self._write_versioned([c for _, c in batch])
+                    results = self._write_versioned([c for _, c in batch])
+                    if alerted is not None:
+                        self._resolve_outage(alerted)
+                    return batch, results
                 except SinkUnavailable as e:
                     self.stats.unavailable += 1
-                    if e.alert and not paused:  # once per outage, not per retry
+                    if e.alert and alerted is None:  # once per outage, not per retry
                         self._alert(e)
+                        alerted = e
                     wait = max(backoff.next(), e.retry_after)
                     log.warning("%s sink unavailable (%s); retrying the batch of %d in %.1f s",
                                 self.sink.name, e, len(batch), wait)
@@ -334,8 +422,12 @@ class SinkRunner:
             if failure is None:
                 self.stats.written += 1
                 self._status(command, SyncState.SUCCESS, attempt - 1, None, now)
+                if self.streak.record(True) is StreakEvent.RESOLVED:
+                    self._streak_resolved()
                 continue
             self.stats.failed += 1
+            if self.streak.record(False) is StreakEvent.ALERT:
+                self._streak_alert(failure)
             route = route_failure(failure, attempt, self.cfg, self.sink.name)
             previous = parse_failure_headers(_headers(msg))
             origin = previous.origin or Origin(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
@@ -356,7 +448,37 @@ class SinkRunner:
     def _alert(self, e: SinkUnavailable) -> None:
         alert = Alert(kind=e.alert_kind,
                       severity=AlertSeverity.CRITICAL, message=f"{self.sink.name} sink paused: {e}",
-                      details={"sink": self.sink.name})
+                      details={"sink": self.sink.name, "direction": self.direction.value,
+                               "cause": self._outage_cause(e)})
+        self._send_alert(alert)
+
+    def _outage_cause(self, e: SinkUnavailable) -> str:
+        return f"{e.alert_kind.value}:{self.sink.name}"
+
+    def _resolve_outage(self, e: SinkUnavailable) -> None:
+        self._send_alert(resolved_alert(self._outage_cause(e), e.alert_kind,
+                                        f"{self.sink.name} sink writes again (was: {e})",
+                                        {"sink": self.sink.name, "direction": self.direction.value}))
+
+    def _streak_cause(self) -> str:
+        return f"{AlertKind.CONSECUTIVE_FAILURES.value}:{self.direction.value}"
+
+    def _streak_alert(self, failure: Failure) -> None:
+        n = self.streak.count
+        self._send_alert(Alert(
+            kind=AlertKind.CONSECUTIVE_FAILURES, severity=AlertSeverity.CRITICAL,
+            message=f"{n} {self.direction.value} records in a row failed in the {self.sink.name} sink; "
+                    f"last: {failure.error_class}: {failure.message[:300]}",
+            details={"sink": self.sink.name, "direction": self.direction.value, "count": str(n),
+                     "error_class": failure.error_class, "cause": self._streak_cause()}))
+
+    def _streak_resolved(self) -> None:
+        self._send_alert(resolved_alert(self._streak_cause(), AlertKind.CONSECUTIVE_FAILURES,
+                                        f"{self.direction.value} records are written again by the "
+                                        f"{self.sink.name} sink",
+                                        {"sink": self.sink.name, "direction": self.direction.value}))
+
+    def _send_alert(self, alert: Alert) -> None:
         self.producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key=self.sink.name)
         self.producer.flush(30)
 

@@ -1,14 +1,18 @@
 """The faust-streaming processor: changes in, apply commands out (``sfsync run processor``).
 
-Two agents, one per direction, each thin: decode, call the pure mapping
-(:mod:`processors.mapping`) and the record-state decision (:mod:`processors.state`), send.
+One thin agent over both change topics: decode, map (:mod:`processors.mapping`), decide against the
+record's one state (:mod:`processors.commands` over :mod:`processors.conflicts`), send.
 
-- ``changes.inbound``  -> :func:`~processors.mapping.map_inbound`  -> ``apply.local``
-- ``changes.outbound`` -> :func:`~processors.mapping.map_outbound` -> ``apply.salesforce``
+- ``changes.inbound``  (Salesforce) -> :func:`~processors.mapping.map_inbound`
+- ``changes.outbound`` (PostgreSQL) -> :func:`~processors.mapping.map_outbound`
+- each change -> commands for ``apply.local`` and/or ``apply.salesforce`` (the other side's winners, and
+  repairs back to its own side)
 
-Per-record last-synced values live in faust Tables keyed like the streams (the record key), so state and
-events meet in one partition and a restarted worker rebuilds them from the changelog. faust runs
-at-least-once here (the embedded broker cannot run aiokafka's idempotent producer); the sinks are idempotent.
+Both topics are keyed by the record key and written by the same partitioner (librdkafka's, every producer
+is confluent-kafka), with the same partition count, so both directions' changes of a record land on one
+partition number and meet in one entry of the ``records`` Table (:mod:`processors.entry`); a restarted
+worker rebuilds it from the changelog. faust runs at-least-once here (the embedded broker cannot run
+aiokafka's idempotent producer); the sinks skip a write whose version they already hold.
 
 Order per event: **decide -> send -> record**. The decision (decode, map, compare with the record's state,
 encode) sends nothing; then the command goes to the producer; only once the producer took it does the
@@ -16,7 +20,7 @@ Table record the state it produced. A source offset is acknowledged to faust (an
 every message sent for it was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
 faust commits the highest consecutive run of acknowledged offsets and does not reliably stop at an
 unacknowledged first one. A change replayed after a crash is at or below the position stored with the
-state and is sent again in full (:func:`processors.state.next_output`).
+state: its writes are sent again as they were versioned (:mod:`processors.conflicts`, Redelivery).
 
 Failures:
 
@@ -55,7 +59,7 @@ import faust
 from processors.commands import next_step
 from processors.conflicts import Side
 from processors.entry import dump_entry, load_entry
-from processors.mapping import Failed, Mapped, Skipped, map_inbound, map_outbound
+from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.state import SourcePosition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
@@ -136,6 +140,9 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             stats.add(f"{direction}.decode_failed")
             return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))]
         result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
+        if isinstance(result, Filtered):
+            stats.add(f"{direction}.filtered")
+            return []
         if isinstance(result, Skipped):
             stats.add(f"{direction}.skipped")
             return []

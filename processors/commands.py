@@ -89,7 +89,7 @@ def next_step(stored: Entry | None, event: ChangeEvent, command: ApplyCommand, s
                                               sfid, local_key))
     change = to_change(event, command, side, echo, position, mapping)
     policies = {f.field: f for f in mapping.fields}
-    decision = decide(record, change, lambda _name: mapping.conflict_policy,
+    decision = decide(record, change, lambda name: policies[name].conflict_policy or mapping.conflict_policy,
                       lambda name: policies[name].direction is not Direction.BOTH)
     commands = [(_command(event, command, to, write.values, write.version, sfid, local_key, mapping), write.repair)
                 for to, write in sorted(decision.writes.items())]

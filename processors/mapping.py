@@ -6,6 +6,8 @@ Contract of :func:`map_inbound` / :func:`map_outbound`: given one
 - :class:`Mapped` — an :class:`~sfsync.records.ApplyCommand` for the other side;
 - :class:`Skipped` — nothing to do (unknown object, only unmapped fields, an
   echo of sfsync's own write, a delete the policy ignores); counted, not an error;
+  its subclass :class:`Filtered` — the object's record filters keep the record
+  out (``rule`` names the config key, e.g. ``objects.Contact.filters.exclude_domains``);
 - :class:`Failed` — the record cannot be mapped (a value that cannot be
   coerced); it goes to the DLQ with ``reason``, and the stream goes on.
 
@@ -27,6 +29,7 @@ from sfsync.config import (
     ObjectMapping,
     SfsyncConfig,
 )
+from sfsync.filters import Verdict, screen
 from sfsync.records import (
     ApplyCommand,
     ApplyOperation,
@@ -53,6 +56,14 @@ class Mapped:
 @dataclass(frozen=True, slots=True)
 class Skipped:
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Filtered(Skipped):
+    """A record the object's filters keep out (a :class:`Skipped`, so a caller that knows only that counts
+    it as skipped); ``rule`` is the config key that decided."""
+
+    rule: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,27 @@ def _base_command(event: ChangeEvent, target: ApplyTarget, operation: ApplyOpera
     }
 
 
+def _screen(name: str, mapping: ObjectMapping, event: ChangeEvent, inbound: bool,
+            local_key: str | None) -> Filtered | None:
+    """The :class:`Filtered` result when ``mapping.filters`` keep this record out (deletes: by id only)."""
+    flt = mapping.filters
+    if flt.empty:
+        return None
+    email = flt.email_key(mapping)
+    sfid = event.sfid or (None if inbound else _text(event.values.get(mapping.sfid_column)))
+    if event.operation is Operation.DELETE:
+        verdict: Verdict | None = screen(None, "", flt.exclusions, {}, None, (sfid, local_key))
+    else:
+        verdict = screen(flt.to_local if inbound else flt.to_salesforce, "to_local" if inbound else "to_salesforce",
+                         flt.exclusions, event.values,
+                         None if email is None else email.field if inbound else email.column, (sfid, local_key))
+    return None if verdict is None else Filtered(f"{name}: {verdict.reason}", f"objects.{name}.{verdict.rule}")
+
+
+def _text(value: FieldPyValue) -> str | None:
+    return None if value is None else str(value)
+
+
 def map_inbound(event: ChangeEvent, cfg: SfsyncConfig, keep_echo: bool = False) -> MapResult:
     """A Salesforce change -> a command for the PostgreSQL sink.
 
@@ -132,6 +164,8 @@ def map_inbound(event: ChangeEvent, cfg: SfsyncConfig, keep_echo: bool = False) 
     if event.operation is Operation.DELETE:
         if mapping.delete_policy is DeletePolicy.IGNORE:
             return Skipped(f"delete ignored by the {event.object} delete policy")
+        if filtered := _screen(event.object, mapping, event, True, event.local_key):
+            return filtered
         return Mapped(ApplyCommand(**_base_command(event, ApplyTarget.LOCAL, ApplyOperation.DELETE)))
     own = is_own_origin(event.origin, cfg.salesforce.call_options_client)
     values: dict[str, FieldPyValue] = {}
@@ -160,6 +194,8 @@ def map_inbound(event: ChangeEvent, cfg: SfsyncConfig, keep_echo: bool = False) 
             return Skipped("echo of an sfsync write" if own else "no mapped field changed")
         if own:
             return Skipped("echo of an sfsync write")
+    if filtered := _screen(event.object, mapping, event, True, local_key):
+        return filtered
     command = ApplyCommand(**_base_command(
         event, ApplyTarget.LOCAL, ApplyOperation.UPSERT, local_key=local_key, values=values, fields=sorted(values)
     ))
@@ -177,6 +213,8 @@ def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
     if event.operation is Operation.DELETE:
         if mapping.delete_policy is DeletePolicy.IGNORE:
             return Skipped(f"delete ignored by the {name} delete policy")
+        if filtered := _screen(name, mapping, event, False, event.local_key):
+            return filtered
         if mapping.delete_policy is DeletePolicy.UNLINK:
             # The Salesforce record stays; clearing its external id breaks the link, so it names no
             # local row any more and no later local row upserts into it.
@@ -203,6 +241,8 @@ def map_outbound(event: ChangeEvent, cfg: SfsyncConfig) -> MapResult:
     unmapped = sorted(c for c in event.changed_fields if c not in columns)
     if not values and event.operation is Operation.UPDATE:
         return Skipped("no mapped column changed")
+    if filtered := _screen(name, mapping, event, False, event.local_key):
+        return filtered
     return Mapped(ApplyCommand(**_base_command(
         event, ApplyTarget.SALESFORCE, ApplyOperation.UPSERT, object=name, values=values, fields=sorted(values)
     )), unmapped)

@@ -28,6 +28,8 @@ app.add_typer(config_app, name="config")
 schema_app = typer.Typer(no_args_is_help=True, help="Install or remove sfsync's tables and triggers.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
+mapping_app = typer.Typer(no_args_is_help=True, help="Check the mapping against the org and the database.")
+app.add_typer(mapping_app, name="mapping")
 
 console = Console()
 
@@ -175,8 +177,11 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     health_port: Annotated[int | None, typer.Option(
         "--health-port", help="Serve /healthz and /readyz here (0: any free port); default health.port.")] = None,
+    check_mapping: Annotated[bool, typer.Option(
+        "--check-mapping/--no-check-mapping",
+        help="Run the mapping check first and refuse to start on errors (default on).")] = True,
 ) -> None:
-    """Run one role of the pipeline until SIGINT/SIGTERM."""
+    """Run one role of the pipeline until SIGINT/SIGTERM (after the mapping check, see ``mapping check``)."""
     import logging
 
     from sfsync.health import Health, HealthServer
@@ -186,6 +191,8 @@ def run(
         raise _fail(f"unknown role {role!r}; one of: {', '.join(ROLES)}", 2)
     cfg = _load(config)
     logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+    if check_mapping:
+        mapping_gate(cfg, role)
     # the faust worker handles its own signals
     stop = threading.Event() if role == "processor" else stop_on_signals()
     health = Health(role, READINESS[role])
@@ -250,6 +257,402 @@ def emulator(
 
     state_dir.mkdir(parents=True, exist_ok=True)
     serve(port=port, state_dir=state_dir, schema_file=schema)
+
+
+def _print_report_lines(lines: list[str]) -> None:
+    """The problem report, unwrapped (scripts grep for the entry paths), errors in red."""
+    for line in lines:
+        typer.secho(line, err=True, fg=None if line.startswith(("  warning:", "  not checked:")) else typer.colors.RED)
+
+
+@mapping_app.command("check")
+def mapping_check(config: ConfigOpt = None) -> None:
+    """Check the mapping against the org's describe and the local tables: every problem with its entry path
+    (exit 2), a side that cannot be reached (exit 1), or a summary table (exit 0)."""
+    from sfsync.mappingcheck import problem_lines, summary_table
+    from sfsync.mappingcheck.sources import run_check
+
+    cfg = _load(config)
+    report = run_check(cfg)
+    _print_report_lines(problem_lines(report))
+    if report.errors:
+        raise typer.Exit(2)
+    console.print(summary_table(report, f"{resolve_config_path(config)}: mapping "
+                                        f"{'fits' if not report.skipped else 'partly checked'}"))
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+@mapping_app.command("export")
+def mapping_export(
+    config: ConfigOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write the effective mapping (file + environment, every default spelled out) as YAML: ``objects:``."""
+    import yaml
+
+    cfg = _load(config)
+    objects = {name: obj.model_dump(mode="json") for name, obj in cfg.objects.items()}
+    text = yaml.safe_dump({"objects": objects}, sort_keys=False, allow_unicode=True)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
+    """What every role runs before it starts: the mapping check. Errors: print them (the same lines as
+    ``mapping check``), log them, exit 2. A side that cannot be reached is logged and the role starts (it
+    waits out an unreachable target like any outage)."""
+    import logging
+
+    from sfsync.mappingcheck import problem_lines
+    from sfsync.mappingcheck.sources import run_check
+
+    if not cfg.objects:
+        return
+    log = logging.getLogger("sfsync.mapping")
+    report = run_check(cfg, f"sfsync-{role}-mapping-check")
+    lines = problem_lines(report)
+    if report.errors:
+        _print_report_lines([f"{role} refuses to start: " + lines[0], *lines[1:]])
+        log.error("%s refuses to start: %d mapping error(s), listed above; see sfsync mapping check", role,
+                  len(report.errors))
+        raise typer.Exit(2)
+    for line in lines:
+        log.warning("mapping check: %s", line.strip())
+
+
+# ------------------------------------------------------------------ operations (sfsync.operations)
+
+DirectionArg = Annotated[str, typer.Argument(help="inbound (Salesforce -> PostgreSQL) | outbound")]
+ObjectOpt = Annotated[str | None, typer.Option("--object", help="Only this object (e.g. Contact).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+
+def _direction(value: str) -> Any:
+    from sfsync.records import Direction
+
+    try:
+        return Direction(value.lower())
+    except ValueError:
+        raise _fail(f"unknown direction {value!r}; one of: inbound, outbound", 2) from None
+
+
+def _kafka_down(cfg: SfsyncConfig, e: Exception) -> typer.Exit:
+    return _fail(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {e}", 1)
+
+
+def _control(action_name: str, direction: str, obj: str | None, reason: str | None, config: Path | None) -> None:
+    from sfsync.operations.control import ControlScope, set_control
+    from sfsync.records import ControlAction
+
+    cfg = _load(config)
+    scope = ControlScope(_direction(direction), obj)
+    if obj is not None and obj not in cfg.objects:
+        raise _fail(f"unknown object {obj!r}; mapped objects: {', '.join(cfg.objects) or '(none)'}", 2)
+    try:
+        record = set_control(cfg, scope, ControlAction(action_name), reason=reason)
+    except Exception as e:  # KafkaException, DeliveryError, FlushTimeout
+        raise _kafka_down(cfg, e) from None
+    console.print(f"{scope}: {record.action.value}d by {record.requested_by} at {record.ts:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@app.command()
+def pause(direction: DirectionArg, object: ObjectOpt = None,
+          reason: Annotated[str | None, typer.Option(help="Why (shown by `sfsync status`).")] = None,
+          config: ConfigOpt = None) -> None:
+    """Pause a direction's sink (or one object of it): capture keeps going, nothing is written or dropped."""
+    _control("pause", direction, object, reason, config)
+
+
+@app.command()
+def resume(direction: DirectionArg, object: ObjectOpt = None,
+           reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+           config: ConfigOpt = None) -> None:
+    """Resume a paused direction (or object): what queued meanwhile flows, in order per record."""
+    _control("resume", direction, object, reason, config)
+
+
+def _when(ts: Any) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts is not None else "-"
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def status(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
+    """Per direction: enabled or paused, last process time and status, records waiting, today's counts,
+    open alerts."""
+    from sfsync.operations.alerts import alert_cause, alert_direction, open_alerts, read_alerts
+    from sfsync.operations.status import direction_summaries
+
+    cfg = _load(config)
+    try:
+        alerts = open_alerts(read_alerts(cfg))
+        per_direction: dict[Any, int] = {}
+        for a in alerts:
+            per_direction[alert_direction(a)] = per_direction.get(alert_direction(a), 0) + 1
+        summaries = direction_summaries(cfg, open_alerts=per_direction)
+    except Exception as e:  # KafkaException, a topic not read in time
+        raise _kafka_down(cfg, e) from None
+    if json_out:
+        _print_json({"directions": [s.to_json() for s in summaries],
+                     "open_alerts": [{"cause": alert_cause(a), "kind": a.kind.value, "severity": a.severity.value,
+                                      "message": a.message, "ts": a.ts.isoformat()} for a in alerts]})
+        return
+    table = Table(title=f"sfsync status (today: {summaries[0].day}, {summaries[0].time_zone})")
+    for col in ("direction", "state", "last process", "last status", "waiting", "today ok", "today failed",
+                "open alerts"):
+        table.add_column(col)
+    for s in summaries:
+        state = "[green]enabled[/]" if not s.paused else f"[yellow]paused[/] by {s.paused_by}" + (
+            f" ({s.paused_reason})" if s.paused_reason else "")
+        if s.paused_objects:
+            state += f"; paused objects: {', '.join(s.paused_objects)}"
+        table.add_row(f"{s.direction.value} ({s.sink} sink)", state, _when(s.last_process_time),
+                      s.last_status.value if s.last_status else "-", "?" if s.waiting is None else str(s.waiting),
+                      str(s.today_success), str(s.today_failed), str(s.open_alerts))
+    console.print(table)
+    for s in summaries:
+        for problem in s.problems:
+            console.print(f"[yellow]{s.direction.value}: {problem}[/]")
+    for a in alerts:
+        console.print(f"[red]open alert[/] {_when(a.ts)} {a.kind.value} ({alert_cause(a)}): {a.message}")
+
+
+@app.command()
+def queue(
+    config: ConfigOpt = None,
+    direction: Annotated[str | None, typer.Option(help="inbound | outbound")] = None,
+    state: Annotated[str | None, typer.Option(help="in_queue | success | failed")] = None,
+    object: ObjectOpt = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows, newest attempt first.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The latest sync state of each record: Last Attempt, Queue ID, Record ID, Record Type, Sync Status,
+    Failures, Last Error."""
+    from sfsync.operations.status import queue as queue_rows
+    from sfsync.operations.status import read_statuses
+    from sfsync.records import SyncState
+
+    cfg = _load(config)
+    wanted_direction = _direction(direction) if direction else None
+    try:
+        wanted_state = SyncState(state.lower()) if state else None
+    except ValueError:
+        raise _fail(f"unknown state {state!r}; one of: {', '.join(s.value for s in SyncState)}", 2) from None
+    try:
+        statuses = read_statuses(cfg)
+    except Exception as e:
+        raise _kafka_down(cfg, e) from None
+    rows = queue_rows(statuses, direction=wanted_direction, state=wanted_state, obj=object, limit=limit)
+    if json_out:
+        _print_json([{"last_attempt": r.last_attempt, "queue_id": r.queue_id, "record_id": r.record_id,
+                      "record_type": r.record_type, "direction": r.direction.value,
+                      "sync_status": r.sync_status.value, "failures": r.failures, "last_error": r.last_error}
+                     for r in rows])
+        return
+    table = Table(title=f"sync queue ({len(rows)} row(s))")
+    for col in ("Last Attempt", "Queue ID", "Record ID", "Record Type", "Sync Status", "Failures", "Last Error"):
+        table.add_column(col, overflow="fold")
+    labels = {SyncState.IN_QUEUE: "In Queue", SyncState.SUCCESS: "Success", SyncState.FAILED: "[red]Failed[/]"}
+    for r in rows:
+        table.add_row(_when(r.last_attempt), r.queue_id, r.record_id, r.record_type, labels[r.sync_status],
+                      str(r.failures), r.last_error or "")
+    console.print(table)
+
+
+dlq_app = typer.Typer(no_args_is_help=True, help="List, show, replay and purge dead letters.")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _parse_time(value: str | None, what: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(f"{what}: not an ISO date/time (e.g. 2025-01-31 or 2025-01-31T08:00+01:00)", 2) from None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _dlq_filter(sink: str | None, object: str | None, error: str | None, record: str | None, stage: str | None,
+                since: str | None, until: str | None, ids: list[str] | None, include_all: bool) -> Any:
+    from sfsync.kafka.topics import SINKS
+    from sfsync.operations.dlq import DlqFilter, LetterState
+
+    if sink is not None and sink not in SINKS:
+        raise _fail(f"unknown sink {sink!r}; one of: {', '.join(SINKS)}", 2)
+    states = frozenset(LetterState) if include_all else frozenset({LetterState.DEAD, LetterState.REPLAYED})
+    return DlqFilter(sink=sink, object=object, error_class=error, record_id=record, stage=stage,
+                     since=_parse_time(since, "--since"), until=_parse_time(until, "--until"),
+                     ids=frozenset(ids) if ids else None, states=states)
+
+
+SinkOpt = Annotated[str | None, typer.Option("--sink", help="postgres (inbound) | salesforce (outbound)")]
+ErrorOpt = Annotated[str | None, typer.Option("--error", help="Error class/code, e.g. INVALID_FIELD.")]
+RecordOpt = Annotated[str | None, typer.Option("--record", help="Record id: Salesforce id, local key or key.")]
+StageOpt = Annotated[str | None, typer.Option("--stage", help="processor | <sink>-sink | <source>-producer")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Last attempt at or after (ISO).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Last attempt at or before (ISO).")]
+IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead letter ids (<sink>:<partition>:<offset>).")]
+
+
+def _letters(cfg: SfsyncConfig, flt: Any) -> Any:
+    from sfsync.operations.dlq import list_dead_letters
+
+    try:
+        return list_dead_letters(cfg, flt)
+    except Exception as e:
+        raise _kafka_down(cfg, e) from None
+
+
+@dlq_app.command("list")
+def dlq_list(config: ConfigOpt = None, sink: SinkOpt = None, object: ObjectOpt = None, error: ErrorOpt = None,
+             record: RecordOpt = None, stage: StageOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+             include_all: Annotated[bool, typer.Option("--all", help="Purged ones too.")] = False,
+             limit: Annotated[int, typer.Option(help="At most this many rows (newest last).")] = 200,
+             json_out: JsonOpt = False) -> None:
+    """Dead letters of every stage, with their error, attempts and state (dead / replayed / purged)."""
+    cfg = _load(config)
+    letters = _letters(cfg, _dlq_filter(sink, object, error, record, stage, since, until, None, include_all))
+    shown = letters[-limit:]
+    if json_out:
+        _print_json([x.to_json() for x in shown])
+        return
+    more = f", last {limit}" if len(letters) > limit else ""
+    table = Table(title=f"dead letters ({len(letters)} matching{more})")
+    for col in ("id", "state", "stage", "object", "record", "error", "attempts", "last attempt", "message"):
+        table.add_column(col, overflow="fold")
+    for x in shown:
+        table.add_row(x.id, x.state.value, x.info.stage, x.object or "-", x.record_id or "-", x.info.error_class,
+                      str(x.info.attempt), _when(x.last_attempt), x.info.message[:200])
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(ids: IdsArg = None, config: ConfigOpt = None, record: RecordOpt = None) -> None:
+    """Everything about dead letters: headers, origin, values (as JSON)."""
+    cfg = _load(config)
+    if not ids and not record:
+        raise _fail("name dead letter ids (see `sfsync dlq list`) or --record", 2)
+    letters = _letters(cfg, _dlq_filter(None, None, None, record, None, None, None, ids, True))
+    if not letters:
+        raise _fail("no such dead letter", 1)
+    _print_json([x.to_json() for x in letters])
+
+
+def _selection(ids: list[str] | None, sink: str | None, object: str | None, error: str | None, record: str | None,
+               stage: str | None, since: str | None, until: str | None, every: bool) -> Any:
+    if not (ids or sink or object or error or record or stage or since or until or every):
+        raise _fail("select what: dead letter ids, filters (--sink, --object, --error, --record, --stage, "
+                    "--since, --until) or --every", 2)
+    return _dlq_filter(sink, object, error, record, stage, since, until, ids, False)
+
+
+EveryOpt = Annotated[bool, typer.Option("--every", help="Every dead letter (no filter).")]
+
+
+@dlq_app.command("replay")
+def dlq_replay(ids: IdsArg = None, config: ConfigOpt = None, sink: SinkOpt = None, object: ObjectOpt = None,
+               error: ErrorOpt = None, record: RecordOpt = None, stage: StageOpt = None, since: SinceOpt = None,
+               until: UntilOpt = None, every: EveryOpt = False,
+               wait: Annotated[float, typer.Option(help="Seconds to wait for each record's new status "
+                                                        "(0: do not wait).")] = 0.0,
+               json_out: JsonOpt = False) -> None:
+    """Send dead letters back through their sink with a fresh attempt count; report per record."""
+    import time
+    from datetime import UTC, datetime
+
+    from rich.progress import Progress
+
+    from sfsync.operations.dlq import LetterState, replay, wait_for_outcomes
+
+    cfg = _load(config)
+    flt = _selection(ids, sink, object, error, record, stage, since, until, every)
+    letters = [x for x in _letters(cfg, flt) if x.state is LetterState.DEAD or ids]
+    started = datetime.now(UTC)
+    with Progress(console=console, transient=True, disable=len(letters) < 50 or json_out) as progress:
+        task = progress.add_task("replaying", total=len(letters))
+        try:
+            outcomes = replay(cfg, letters, on_each=lambda _o: progress.advance(task))
+        except Exception as e:
+            raise _kafka_down(cfg, e) from None
+    if wait > 0:
+        outcomes = wait_for_outcomes(cfg, outcomes, started, wait, time.sleep)
+    if json_out:
+        _print_json([{"id": o.letter.id, "replayed": o.replayed, "detail": o.detail, "sent_to": o.sent_to,
+                      "status": o.status.state.value if o.status else None} for o in outcomes])
+    else:
+        table = Table(title=f"replay: {sum(o.replayed for o in outcomes)} of {len(outcomes)} sent")
+        for col in ("id", "record", "outcome", "status now"):
+            table.add_column(col, overflow="fold")
+        for o in outcomes:
+            now = "-" if o.status is None else o.status.state.value + (
+                f" ({o.status.last_error})" if o.status.last_error else "")
+            table.add_row(o.letter.id, o.letter.record_id or "-", o.detail, now)
+        console.print(table)
+    if any(not o.replayed for o in outcomes):
+        raise typer.Exit(1)
+
+
+@dlq_app.command("purge")
+def dlq_purge(ids: IdsArg = None, config: ConfigOpt = None, sink: SinkOpt = None, object: ObjectOpt = None,
+              error: ErrorOpt = None, record: RecordOpt = None, stage: StageOpt = None, since: SinceOpt = None,
+              until: UntilOpt = None, every: EveryOpt = False,
+              yes: Annotated[bool, typer.Option("--yes", help="Really purge (required).")] = False) -> None:
+    """Mark dead letters purged: hidden from `dlq list`, never replayed. Needs --yes."""
+    from rich.progress import Progress
+
+    from sfsync.operations.dlq import purge
+
+    cfg = _load(config)
+    flt = _selection(ids, sink, object, error, record, stage, since, until, every)
+    letters = _letters(cfg, flt)
+    if not yes:
+        raise _fail(f"{len(letters)} dead letter(s) would be purged; add --yes to purge them", 2)
+    with Progress(console=console, transient=True, disable=len(letters) < 50) as progress:
+        task = progress.add_task("purging", total=len(letters))
+        try:
+            n = purge(cfg, letters, on_each=lambda _x: progress.advance(task))
+        except Exception as e:
+            raise _kafka_down(cfg, e) from None
+    console.print(f"purged {n} dead letter(s)")
+
+
+@app.command()
+def alerts(config: ConfigOpt = None,
+           open_only: Annotated[bool, typer.Option("--open", help="Only causes not resolved yet.")] = False,
+           limit: Annotated[int, typer.Option(help="At most this many (newest last).")] = 100,
+           json_out: JsonOpt = False) -> None:
+    """Alerts on the alerts topic (all, or --open: the latest of each unresolved cause)."""
+    from sfsync.operations.alerts import alert_cause, is_resolved, open_alerts, read_alerts
+
+    cfg = _load(config)
+    try:
+        found = read_alerts(cfg)
+    except Exception as e:
+        raise _kafka_down(cfg, e) from None
+    shown = (open_alerts(found) if open_only else found)[-limit:]
+    if json_out:
+        _print_json([{"alert_id": a.alert_id, "ts": a.ts.isoformat(), "kind": a.kind.value,
+                      "severity": a.severity.value, "cause": alert_cause(a), "resolved": is_resolved(a),
+                      "object": a.object, "message": a.message, "details": a.details} for a in shown])
+        return
+    table = Table(title=f"{'open ' if open_only else ''}alerts ({len(shown)})")
+    for col in ("time", "kind", "severity", "cause", "state", "message"):
+        table.add_column(col, overflow="fold")
+    for a in shown:
+        table.add_row(_when(a.ts), a.kind.value, a.severity.value, alert_cause(a),
+                      "resolved" if is_resolved(a) else "open", a.message)
+    console.print(table)
 
 
 def main() -> None:

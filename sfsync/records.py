@@ -222,7 +222,7 @@ def write_version(commit_ts: datetime, position: str | None) -> tuple[int, int]:
     """The version a sink compares (:mod:`consumers.versions`): commit time in whole microseconds (exact, no
     float) and the position as a number (``-1`` when it is not one, e.g. ``catchup:…``)."""
     position = position or ""
-    number = int(position) if position.isdigit() or position.startswith("-") and position[1:].isdigit() else -1
+    number = int(position) if position.isdigit() or (position.startswith("-") and position[1:].isdigit()) else -1
     return (commit_ts - _EPOCH) // timedelta(microseconds=1), number
 
 

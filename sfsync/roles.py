@@ -29,6 +29,7 @@ READINESS: dict[str, tuple[str, ...]] = {
     "processor": ("group",),
     "postgres-sink": ("target", "group"),
     "salesforce-sink": ("target", "group"),
+    "notifier": ("broker",),
 }
 
 
@@ -71,13 +72,21 @@ def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) ->
         local.close()
 
 
+def notifier(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
+    from sfsync.operations.notify import run
+
+    run(cfg, stop, health=health)
+
+
 ROLES: dict[str, RoleFn] = {
     "salesforce-producer": salesforce_producer,
     "processor": processor,
     "postgres-sink": postgres_sink,
     "postgres-producer": postgres_producer,
     "salesforce-sink": salesforce_sink,
+    "notifier": notifier,
 }
 
 #: The order ``sfsync dev`` starts them in (sinks before producers, so nothing waits on a consumer).
-START_ORDER = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer", "salesforce-producer"]
+START_ORDER = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer", "salesforce-producer",
+               "notifier"]

@@ -223,3 +223,39 @@ def test_example_config_is_valid_and_documented() -> None:
         for name, info in getattr(model.annotation, "model_fields", {}).items():
             key = info.alias or name
             assert f"`{section}.{key}" in doc, f"{section}.{key} undocumented"
+
+
+def _filtered(**filters: Any) -> dict[str, Any]:
+    return {"salesforce": {"auth": {"username": "u", "password": "p"}},
+            "objects": {"Contact": {"table": "contacts", "filters": filters,
+                                    "fields": [{"column": "email", "field": "Email"}, {"column": "title",
+                                                                                        "field": "Title"}]}}}
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"to_local": "Email != null and"}, "objects.Contact.filters.to_local: syntax error at column 18: the condition "
+                                        "ends too early"),
+    ({"to_salesforce": "title = 'x' or"}, "objects.Contact.filters.to_salesforce: syntax error at column 15"),
+    ({"to_salesforce": "phone != null"}, "objects.Contact.filters.to_salesforce: names column 'phone', which is "
+                                         "not mapped"),
+    ({"exclude_domains": ["example.org", "not a domain"]}, "objects.Contact.filters.exclude_domains: item 1 is not "
+                                                            "a domain name"),
+    ({"exclude_emails": ["nobody"]}, "objects.Contact.filters.exclude_emails: item 0 is not an email address"),
+    ({"email_field": "Title2", "exclude_emails": ["a@b.org"]}, "objects.Contact.filters.email_field: field "
+                                                               "'Title2' is not mapped"),
+    ({"where": "x"}, "objects.Contact.filters.where: unknown key"),
+])
+def test_bad_filters_name_their_key(filters: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(_filtered(**filters))
+    assert expected in str(caught.value), str(caught.value)
+
+
+def test_good_filters_and_the_default_email_field() -> None:
+    cfg = build_config(_filtered(to_local="Email != null", to_salesforce="email != null and id != '1'",
+                                 exclude_domains=["@Example.org"], exclude_ids=["42"]))
+    flt = cfg.objects["Contact"].filters
+    email = flt.email_key(cfg.objects["Contact"])
+    assert email is not None and email.column == "email"
+    assert flt.exclusions.domains == {"example.org"} and not flt.empty
+    assert build_config(_filtered()).objects["Contact"].filters.empty

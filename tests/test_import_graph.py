@@ -4,6 +4,8 @@
   by side on the core: none imports another.
 - The core (``sfsync``) imports no role, except through the one composition
   module ``sfsync/roles.py`` that ``sfsync run`` uses.
+- The operations layer (``sfsync/operations/``: status, control, DLQ, alerts) is what the CLI and a
+  dashboard call; roles use only the narrow names of ``sfsync.operations.ROLE_API``.
 - The emulator is a product of its own: it imports nothing of the rest of the
   core but itself (so ``pip install 'sfsync[emulator]'`` is all it needs), and
   test harnesses live in the dev stack, not in it.
@@ -66,6 +68,35 @@ def test_the_emulator_imports_only_itself_from_the_core() -> None:
     bad = [(src, mod) for src, mod in _edges("sfsync/emulator")
            if mod.split(".")[0] in ("sfsync", *FAMILIES) and not mod.startswith(EMULATOR_MAY_USE)]
     assert bad == [], f"the emulator imports the rest of sfsync: {bad}"
+
+
+def _from_imports(path: Path) -> list[tuple[str, str]]:
+    """(module, name) of every ``from module import name`` in ``path`` (lazy ones too)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [(node.module, alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 for alias in node.names]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_roles_use_only_the_narrow_api_of_the_operations_layer(family: str) -> None:
+    """The operations layer (``sfsync/operations/``) is what the CLI and a dashboard call; a role may use only
+    the few names listed in ``sfsync.operations.ROLE_API`` (the sinks follow the control topic and count
+    failures), never a use case, and never the package as a whole."""
+    from sfsync.operations import ROLE_API
+
+    bad = []
+    for path in _sources(family):
+        src = str(path.relative_to(ROOT))
+        bad += [(src, m) for m in _imports(path) if m == "sfsync.operations" or
+                (m.startswith("sfsync.operations.") and m not in ROLE_API)]
+        bad += [(src, f"{m}.{name}") for m, name in _from_imports(path)
+                if m in ROLE_API and name not in ROLE_API[m]]
+    assert bad == [], f"{family}/ reaches into the operations layer: {bad}"
+
+
+def test_the_operations_layer_imports_no_role() -> None:
+    bad = [(src, mod) for src, mod in _edges("sfsync/operations") if mod.split(".")[0] in FAMILIES]
+    assert bad == [], f"the operations layer imports a role: {bad}"
 
 
 def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ log = logging.getLogger("sfsync.relay")
 APPLICATION_NAME = "sfsync-postgres-relay"
 #: Header naming the relay session that sent a message (``host:pid:backend pid``).
 H_SESSION = "sfsync.relay.session"
-_COLUMNS = "id, table_name, local_key, operation, changed_columns, new_values, txid, committed_at, origin, seen_versions"
+_COLUMNS = ("id, table_name, local_key, operation, changed_columns, new_values, txid, committed_at, origin, "
+            "seen_versions")
 #: Does this session hold the relay's advisory lock? (A bigint key is held as classid = high 32 bits,
 #: objid = low 32 bits, objsubid = 1.)
 _HOLDS_LOCK = (

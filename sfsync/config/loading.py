@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sfsync.config._base import _KeyError
 from sfsync.config.connections import KafkaConfig, PostgresConfig, SalesforceConfig, redact_dsn
 from sfsync.config.mapping import ObjectMapping, check_object_names, check_references
-from sfsync.config.runtime import AlertsConfig, HealthConfig, RetryConfig, SinksConfig
+from sfsync.config.runtime import AlertsConfig, HealthConfig, OperationsConfig, RetryConfig, SinksConfig
 
 DEFAULT_CONFIG_PATH = Path("sfsync.yaml")
 CONFIG_ENV_VAR = "SFSYNC_CONFIG"
@@ -51,6 +51,7 @@ class SfsyncConfig(BaseSettings):
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
     sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
+    operations: OperationsConfig = Field(default_factory=lambda: OperationsConfig())
 
     @classmethod
     def settings_customise_sources(

@@ -12,16 +12,21 @@ Contract:
   are defined here and run by the root model, which owns the ``objects`` key.
 - Only the vocabulary is declared here (e.g. :class:`Transform`,
   :class:`FieldType`); applying it to values is the processor's job.
+- :class:`RecordFilters` (``objects.<Name>.filters``) says which records sync: its
+  conditions are compiled here (:mod:`sfsync.filters`), so a bad one is reported
+  with its key path and column; the language and its evaluation live there.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
 from sfsync.config._base import _SF_NAME, SfName, SqlIdentifier, _KeyError, _Strict
+from sfsync.filters import Exclusions, compile_filter, normalize_domain
 
 
 class Direction(StrEnum):
@@ -80,6 +85,8 @@ class FieldMapping(_Strict):
     transforms: list[Transform] = Field(default_factory=list)
     reference: str | None = None
     type: FieldType | None = None
+    #: overrides the object's ``conflict_policy`` for this field (``both`` fields only)
+    conflict_policy: ConflictPolicy | None = None
 
     @field_validator("value_map")
     @classmethod
@@ -97,6 +104,73 @@ class MatchKey(_Strict):
     field: SfName
 
 
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+class RecordFilters(_Strict):
+    """Which records of one object sync (empty: every record). See :mod:`sfsync.filters` for the language.
+
+    ``to_local`` judges Salesforce records by Salesforce field names, ``to_salesforce`` local rows by column
+    names; the exclusion lists apply both ways. A record kept out is counted as filtered, never silently
+    dropped; a linked record that stops matching is left alone on the other side (its later changes stop
+    flowing; nothing is deleted or unlinked).
+    """
+
+    to_local: str | None = None
+    to_salesforce: str | None = None
+    email_field: SfName | None = None
+    exclude_emails: list[str] = Field(default_factory=list)
+    exclude_domains: list[str] = Field(default_factory=list)
+    exclude_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("to_local", "to_salesforce")
+    @classmethod
+    def _condition(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_filter(v)  # FilterSyntaxError is a ValueError: reported at this key with its column
+        return v
+
+    @field_validator("exclude_emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        for i, address in enumerate(v):
+            local, at, domain = address.strip().rpartition("@")
+            if not at or not local or not _DOMAIN.match(normalize_domain(domain)):
+                raise ValueError(f"item {i} is not an email address")
+        return v
+
+    @field_validator("exclude_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        for i, domain in enumerate(v):
+            if not _DOMAIN.match(normalize_domain(domain)):
+                raise ValueError(f"item {i} is not a domain name (example.org)")
+        return v
+
+    @field_validator("exclude_ids")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        for i, value in enumerate(v):
+            if not str(value).strip():
+                raise ValueError(f"item {i} is empty")
+        return v
+
+    @property
+    def empty(self) -> bool:
+        return not (self.to_local or self.to_salesforce or self.exclude_emails or self.exclude_domains
+                    or self.exclude_ids)
+
+    @property
+    def exclusions(self) -> Exclusions:
+        return Exclusions.of(self.exclude_emails, self.exclude_domains, self.exclude_ids)
+
+    def email_key(self, obj: ObjectMapping) -> FieldMapping | None:
+        """The mapped field holding the email address the exclusion lists test: ``email_field``, else a
+        mapped field named ``Email``; ``None`` when there is none."""
+        wanted = self.email_field or "Email"
+        return next((f for f in obj.fields if f.field.lower() == wanted.lower()), None)
+
+
 class ObjectMapping(_Strict):
     """How one Salesforce object maps onto one local table."""
 
@@ -108,6 +182,15 @@ class ObjectMapping(_Strict):
     delete_policy: DeletePolicy = DeletePolicy.PROPAGATE
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     fields: list[FieldMapping] = Field(min_length=1)
+    filters: RecordFilters = Field(default_factory=lambda: RecordFilters())
+
+    @field_validator("match_key")
+    @classmethod
+    def _match_key(cls, v: MatchKey | None) -> MatchKey | None:
+        if v is not None:
+            raise ValueError("not supported yet: first-sync linking by a match key is not built; records link "
+                             "by Salesforce id and external id only (remove this key)")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -124,7 +207,23 @@ class ObjectMapping(_Strict):
                 raise _KeyError(f"fields[{i}].field", f"field {f.field!r} is mapped twice")
             seen_cols.add(f.column)
             seen_fields.add(f.field)
+        self._check_filters()
         return self
+
+    def _check_filters(self) -> None:
+        """Outbound conditions may read only what the capture trigger carries (mapped columns, the local key
+        and the sfid column); the exclusion lists by email need a mapped email field."""
+        flt = self.filters
+        if flt.to_salesforce is not None:
+            carried = {f.column for f in self.fields} | {self.local_key, self.sfid_column}
+            for name in sorted(compile_filter(flt.to_salesforce).names - carried):
+                raise _KeyError("filters.to_salesforce", f"names column {name!r}, which is not mapped (only mapped "
+                                "columns, the local key and the sfid column are captured)")
+        if (flt.exclude_emails or flt.exclude_domains) and flt.email_key(self) is None:
+            if flt.email_field is not None:
+                raise _KeyError("filters.email_field", f"field {flt.email_field!r} is not mapped")
+            raise _KeyError("filters.email_field", "is required with exclude_emails/exclude_domains "
+                            "(no mapped field is named Email)")
 
 
 def check_object_names(objects: dict[str, ObjectMapping]) -> dict[str, ObjectMapping]:

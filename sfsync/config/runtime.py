@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -52,19 +53,67 @@ class RetryConfig(_Strict):
 
 
 class EmailAlerts(_Strict):
+    """SMTP delivery of alerts by the ``notifier`` role (:mod:`sfsync.operations.notify`)."""
+
     smtp_host: str
     smtp_port: int = Field(587, ge=1, le=65535)
     sender: str
     recipients: list[str] = Field(min_length=1)
     username: str | None = None
     password: SecretStr | None = None
+    #: STARTTLS before anything else is sent (never off in production: the password and alerts travel)
+    starttls: bool = True
+    #: CA bundle that signs the SMTP server's certificate (default: the system's)
+    ca_bundle: str | None = None
+    timeout_s: float = Field(30.0, gt=0)
 
 
 class AlertsConfig(_Strict):
+    """Where alerts go besides ``<prefix>.alerts``; delivered by the ``notifier`` role.
+
+    ``api_budget_warn_share`` is not built yet: a config that sets it is refused (a key without
+    behaviour would be a promise sfsync does not keep).
+    """
+
     webhook_url: SecretStr | None = None
+    #: HMAC-SHA256 key: each webhook POST carries ``X-Sfsync-Signature: sha256=<hex of HMAC(body)>``
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    #: attempts per delivery (webhook POST, email) before it is given up (logged), with doubling waits
+    delivery_attempts: int = Field(5, ge=1, le=50)
     email: EmailAlerts | None = None
     consecutive_failures: int = Field(10, ge=1)
-    api_budget_warn_share: float = Field(0.9, gt=0.0, le=1.0)
+    api_budget_warn_share: float | None = Field(None, gt=0.0, le=1.0)
+
+    @field_validator("api_budget_warn_share")
+    @classmethod
+    def _not_built(cls, v: float | None) -> float | None:
+        if v is not None:
+            raise ValueError("not supported yet: sfsync does not raise an early API budget warning; the "
+                             "api_budget alert fires when salesforce.api_budget_share is spent (remove this key)")
+        return v
+
+    @model_validator(mode="after")
+    def _secret_needs_webhook(self) -> Self:
+        if self.webhook_secret is not None and self.webhook_url is None:
+            raise _KeyError("webhook_secret", "is set but alerts.webhook_url is not")
+        return self
+
+
+class OperationsConfig(_Strict):
+    """How operators see the sync (:mod:`sfsync.operations`)."""
+
+    #: ``sfsync status``'s daily counts reset at midnight in this IANA time zone
+    time_zone: str = "UTC"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as UTC or Europe/Berlin") from None
+        return v
 
 
 class SinkConfig(_Strict):

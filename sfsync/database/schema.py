@@ -29,11 +29,11 @@ import psycopg
 from psycopg import sql
 
 from sfsync.config import SfsyncConfig
-from sfsync.database.capture import VERSIONS_TABLE
 from sfsync.database.capture import (
     FUNCTION_PREFIX,
     TEXT_COMPARED_TYPES,
     TRIGGER_NAME,
+    VERSIONS_TABLE,
     CaptureSpec,
     capture_spec,
     function_name,

@@ -3,7 +3,8 @@
 The built-in org has Account, Contact, Lead, Case and User with their usual standard fields, an
 external id ``Local_Id__c`` on each, and (on Account, Contact and Lead) custom fields of the types a
 mapping checker must refuse: multipicklist, location, encryptedstring and rich-text textarea (the
-standard compound address fields cover the address type). A YAML file adds objects and fields::
+standard compound address fields cover the address type); Attachment, with its base64 ``Body``, has
+neither custom fields nor an external id, as in a real org. A YAML file adds objects and fields::
 
     objects:
       Invoice__c:            # new custom object (gets Id, Name, OwnerId and the system fields)
@@ -49,6 +50,7 @@ SOAP_TYPES = {
     "datetime": "xsd:dateTime",
     "address": "urn:address",
     "location": "urn:location",
+    "base64": "xsd:base64Binary",
 }
 ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -484,7 +486,7 @@ def _build(name: str, label: str, plural: str, prefix: str, body: list[FieldDef]
 
 
 def standard_objects() -> dict[str, ObjectDef]:
-    """The built-in org schema: Account, Contact, Lead, Case, User."""
+    """The built-in org schema: Account, Contact, Lead, Case, User, Attachment."""
     refused, geo = _refused_types()
     industries = ("Agriculture", "Banking", "Education", "Energy", "Retail", "Technology")
     lead_status = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted")
@@ -573,7 +575,21 @@ def standard_objects() -> dict[str, ObjectDef]:
         _local_id(),
     ], {"Name": [p for p in user_name_parts if p[0] != "Salutation"]}, owner=False, deletable=False)
 
-    return {obj.name: obj for obj in (account, contact, lead, case, user)}
+    # Attachment: where an org's base64 content lives (custom fields cannot be base64, and Attachment takes no
+    # custom fields, so it has no Local_Id__c either); its parent is polymorphic and fixed once created.
+    attachment = _build("Attachment", "Attachment", "Attachments", "00P", [
+        FieldDef("ParentId", "reference", label="Parent ID", length=18, nillable=False, updateable=False,
+                 reference_to=("Account", "Contact", "Lead", "Case"), relationship_name="Parent"),
+        FieldDef("Name", "string", label="File Name", length=255, nillable=False),
+        FieldDef("IsPrivate", "boolean", label="Private", nillable=False, defaulted_on_create=True,
+                 default_value=False),
+        FieldDef("ContentType", "string", label="Content Type", length=120),
+        FieldDef("BodyLength", "int", label="Body Length", precision=18, createable=False, updateable=False),
+        FieldDef("Body", "base64", nillable=False),
+        FieldDef("Description", "textarea", length=500),
+    ], {})
+
+    return {obj.name: obj for obj in (account, contact, lead, case, user, attachment)}
 
 
 _YAML_KEYS = {

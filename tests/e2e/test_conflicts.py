@@ -19,6 +19,8 @@ Failed before the one-state processor (issue 11): each side ended with the other
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -113,3 +115,35 @@ def test_an_edit_after_convergence_wins_under_every_policy(policy_pipeline: Any)
     both_hold(p, cid, sf_id, "from-postgresql")
     p.sf().Contact.update(sf_id, {"Title": "from-salesforce-again"})
     both_hold(p, cid, sf_id, "from-salesforce-again")
+
+
+def test_rapid_local_updates_never_show_an_older_value_and_salesforce_ends_on_the_last(
+        policy_pipeline: Any) -> None:
+    """Three local updates in a row while the row is read every 20 ms: once the last is written the row never
+    shows an older value again (no echo or repair brings one back), and Salesforce ends on the last."""
+    p = policy_pipeline
+    cid, sf_id = linked_contact(p)
+    last = "rapid-3"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            with p.db() as conn:
+                seen.append(conn.execute("select title from contacts where id = %s", [cid]).fetchone()[0])
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for value in ("rapid-1", "rapid-2", last):
+            with p.db() as conn:
+                conn.execute("update contacts set title = %s where id = %s", [value, cid])
+        p.wait_until(lambda: p.sf().Contact.get(sf_id)["Title"] == last, ARRIVE_S, "the last value in Salesforce")
+        settle(p, cid, sf_id, f"Ada-{uuid.uuid4().hex[:6]}")  # every echo of the three has been processed
+    finally:
+        done.set()
+        poller.join(30)
+    after = seen[seen.index(last):] if last in seen else []
+    assert after and set(after) == {last}, seen
+    assert titles(p, cid, sf_id) == (last, last)

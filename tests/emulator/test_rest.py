@@ -31,7 +31,8 @@ def test_versions_list_and_old_version_refused(raw: Raw) -> None:
 def test_global_describe_lists_objects_with_key_prefixes(sf: Salesforce) -> None:
     described = sf.describe()
     prefixes = {o["name"]: o["keyPrefix"] for o in described["sobjects"]}
-    assert prefixes == {"Account": "001", "Contact": "003", "Lead": "00Q", "Case": "500", "User": "005"}
+    assert prefixes == {"Account": "001", "Contact": "003", "Lead": "00Q", "Case": "500", "User": "005",
+                        "Attachment": "00P"}
     account = next(o for o in described["sobjects"] if o["name"] == "Account")
     assert account["urls"]["describe"] == "/services/data/v59.0/sobjects/Account/describe"
     assert described["maxBatchSize"] == 200
@@ -53,6 +54,11 @@ def test_sobject_describe_field_attributes(sf: Salesforce) -> None:
     assert fields["Rich_Notes__c"]["extraTypeInfo"] == "richtextarea" and fields["Rich_Notes__c"]["htmlFormatted"]
     assert fields["CreatedDate"]["updateable"] is False and fields["CreatedDate"]["type"] == "datetime"
     assert sf.Lead.describe()["keyPrefix"] == "00Q"
+    attachment = {f["name"]: f for f in sf.Attachment.describe()["fields"]}
+    assert attachment["Body"]["type"] == "base64" and attachment["Body"]["soapType"] == "xsd:base64Binary"
+    assert attachment["ParentId"]["referenceTo"] == ["Account", "Contact", "Lead", "Case"]
+    assert (attachment["ParentId"]["createable"], attachment["ParentId"]["updateable"]) == (True, False)
+    assert "Local_Id__c" not in attachment
 
 
 def test_create_get_update_delete_roundtrip(sf: Salesforce) -> None:

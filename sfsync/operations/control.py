@@ -1,0 +1,225 @@
+"""Pause and resume a direction (or one object of it): the compacted ``<prefix>.control`` topic.
+
+Contract:
+- A control record's scope is its Kafka key: ``inbound`` / ``outbound`` (the whole direction) or
+  ``inbound:Contact`` (one object of it). The value is a :class:`~sfsync.records.ControlRecord`
+  (direction, action, who, why, when); the Avro record has no object field, the key carries it.
+  The latest record per key is in force, so the state survives a restart of every role and of the
+  broker (the topic is compacted, never deleted).
+- A direction is paused while its own key says ``pause``; an object is paused while its direction is,
+  or its own key says ``pause``. Resuming the direction does not resume an object paused on its own.
+- :func:`set_control` returns once the broker acknowledged the record; :func:`read_control` reads the
+  topic to its end as of the call.
+- :class:`ControlFollower` is how a sink knows: loaded to the end before the sink writes anything, then
+  followed in a background thread, so a pause reaches a running sink within a fetch wait.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+
+from sfsync.config import KafkaConfig, SfsyncConfig
+from sfsync.kafka.clients import make_consumer, make_producer
+from sfsync.kafka.compacted import read_compacted
+from sfsync.kafka.topics import TopicNames
+from sfsync.records import ControlAction, ControlRecord, Direction
+from sfsync.serde import DecodeError, Serde
+
+log = logging.getLogger("sfsync.operations.control")
+
+__all__ = ["ControlFollower", "ControlScope", "ControlState", "read_control", "set_control"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ControlScope:
+    """What one control record governs: a direction, or one object of it."""
+
+    direction: Direction
+    object: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The Kafka key on the control topic."""
+        return self.direction.value if self.object is None else f"{self.direction.value}:{self.object}"
+
+    @classmethod
+    def parse(cls, key: str) -> ControlScope | None:
+        """The scope of a control key; ``None`` for a key that is none (ignored by readers)."""
+        head, _, obj = key.partition(":")
+        try:
+            direction = Direction(head)
+        except ValueError:
+            return None
+        return cls(direction, obj or None)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    """The control records in force, by scope (an immutable snapshot)."""
+
+    entries: Mapping[ControlScope, ControlRecord] = field(default_factory=lambda: MappingProxyType({}))
+
+    def direction_paused(self, direction: Direction) -> bool:
+        record = self.entries.get(ControlScope(direction))
+        return record is not None and record.action is ControlAction.PAUSE
+
+    def paused_objects(self, direction: Direction) -> frozenset[str]:
+        """Objects paused on their own (not counting a paused direction)."""
+        return frozenset(s.object for s, r in self.entries.items()
+                         if s.direction is direction and s.object is not None and r.action is ControlAction.PAUSE)
+
+    def is_paused(self, direction: Direction, obj: str | None = None) -> bool:
+        return self.direction_paused(direction) or (obj is not None and obj in self.paused_objects(direction))
+
+    def record(self, scope: ControlScope) -> ControlRecord | None:
+        return self.entries.get(scope)
+
+
+def _who() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name in a bare container: the host is still worth knowing
+        return f"unknown@{socket.gethostname()}"
+
+
+def set_control(cfg: SfsyncConfig, scope: ControlScope, action: ControlAction, *, requested_by: str | None = None,
+                reason: str | None = None, timeout: float = 30.0) -> ControlRecord:
+    """Write one control record and wait for the broker's acknowledgement; the record written."""
+    names = TopicNames(cfg.kafka.topic_prefix)
+    record = ControlRecord(direction=scope.direction, action=action, requested_by=requested_by or _who(),
+                           reason=reason)
+    producer = make_producer(cfg.kafka, "control")
+    producer.produce(names.control, Serde.from_config(cfg.kafka).encode(record, names.control), key=scope.key)
+    producer.flush(timeout)
+    return record
+
+
+def read_control(cfg: SfsyncConfig, timeout: float = 30.0) -> ControlState:
+    """The control state in force now (the control topic read to its end; a missing topic: nothing paused)."""
+    names = TopicNames(cfg.kafka.topic_prefix)
+    serde = Serde.from_config(cfg.kafka)
+    entries = read_compacted(cfg.kafka, names.control, decode=lambda raw: serde.decode(raw, ControlRecord),
+                             key=lambda raw: ControlScope.parse(raw.decode(errors="replace")), skip=DecodeError,
+                             timeout=timeout, missing_ok=True, role="control-reader")
+    return ControlState(MappingProxyType(dict(entries)))
+
+
+class ControlFollower:
+    """Follows ``<prefix>.control`` in a background thread; :attr:`state` is the latest snapshot.
+
+    No consumer group: every partition is assigned from its beginning, so any number of sinks follow it
+    and none commits anything. :meth:`wait_loaded` returns True once every partition was read to its end
+    at least once (before that the state is unknown: a sink must not write). A record it cannot decode is
+    skipped with a warning (its key keeps its previous value). A control topic that does not exist yet
+    counts as empty and is looked for again every few seconds.
+    """
+
+    def __init__(self, kafka_cfg: KafkaConfig, role: str) -> None:
+        self.names = TopicNames(kafka_cfg.topic_prefix)
+        self.serde = Serde.from_config(kafka_cfg)
+        self._consumer = make_consumer(kafka_cfg, f"{kafka_cfg.topic_prefix}-{role}-control", f"{role}-control",
+                                       **{"enable.partition.eof": True})
+        self._entries: dict[ControlScope, ControlRecord] = {}
+        self.state = ControlState()
+        self._loaded = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ControlFollower:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="control-follower", daemon=True)
+            self._thread.start()
+        return self
+
+    def wait_loaded(self, timeout: float) -> bool:
+        return self._loaded.wait(timeout)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._consumer.close()
+
+    def _assign(self) -> set[int] | None:
+        topic = self.names.control
+        try:
+            info = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+        except Exception as e:  # KafkaException: broker not reachable yet; retried
+            log.warning("control topic %s: cannot read its metadata yet (%s)", topic, e)
+            return None
+        if info is None or info.error is not None or not info.partitions:
+            if info is not None and info.error is not None and info.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                return None
+            log.warning("control topic %s does not exist: nothing is paused (run `sfsync topics apply`)", topic)
+            self._loaded.set()
+            return None
+        partitions = set(info.partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending = set()
+        for p in partitions:  # an empty partition may never report its end: nothing to wait for there
+            try:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            except Exception as e:  # KafkaException: not answered yet; wait for the partition's end instead
+                log.warning("control topic %s[%d]: no watermarks yet (%s)", topic, p, e)
+                low, high = 0, 1
+            if high > low:
+                pending.add(p)
+        if not pending:
+            self._loaded.set()
+        return pending
+
+    def _run(self) -> None:
+        pending: set[int] | None = None
+        while not self._stop.is_set():
+            if pending is None:
+                pending = self._assign()
+                if pending is None:
+                    self._stop.wait(3.0)
+                    continue
+            for msg in self._consumer.consume(100, 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition() or 0)
+                        if not pending and not self._loaded.is_set():
+                            self._loaded.set()
+                    else:
+                        log.warning("control topic: %s", err)
+                    continue
+                self._apply(msg.key(), msg.value())
+
+    def _apply(self, raw_key: bytes | str | None, value: bytes | None) -> None:
+        if raw_key is None:
+            return
+        scope = ControlScope.parse(raw_key.decode(errors="replace") if isinstance(raw_key, bytes) else raw_key)
+        if scope is None:
+            return
+        if value is None:
+            self._entries.pop(scope, None)
+        else:
+            try:
+                record = self.serde.decode(value, ControlRecord, self.names.control)
+            except DecodeError as e:
+                log.warning("control record %s skipped: %s", scope, e)
+                return
+            before = self.state.is_paused(scope.direction, scope.object)
+            self._entries[scope] = record
+            if self._loaded.is_set() or before != (record.action is ControlAction.PAUSE):
+                log.info("control: %s %s (by %s%s)", scope, record.action.value, record.requested_by,
+                         f": {record.reason}" if record.reason else "")
+        self.state = ControlState(MappingProxyType(dict(self._entries)))
