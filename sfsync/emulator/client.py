@@ -74,6 +74,18 @@ class EmulatorControl:
         rule with its ``id``."""
         return self._call("POST", "/validation-rules", json=rule)
 
+    def add_field_update(self, **update: Any) -> dict[str, Any]:
+        """Add a field update (automation): object, when_field, regex, set. Returns it with its id."""
+        return self._call("POST", "/field-updates", json=update)
+
+    def field_updates(self) -> list[dict[str, Any]]:
+        """The active field updates with their ``fired`` counts."""
+        return self._call("GET", "/field-updates")
+
+    def clear_field_updates(self) -> None:
+        """Remove every field update."""
+        self._call("DELETE", "/field-updates")
+
     def validation_rules(self) -> list[dict[str, Any]]:
         """The active validation rules with their ``fired`` counts."""
         return self._call("GET", "/validation-rules")

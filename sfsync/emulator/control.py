@@ -57,6 +57,15 @@ class ValidationRuleSpec(_Model):
     fields: list[str] | None = None
 
 
+class FieldUpdateSpec(_Model):
+    """A field update to add (see sfsync.emulator.automation)."""
+
+    object: str
+    when_field: str
+    regex: str
+    set: dict[str, Any]
+
+
 class ExpireSpec(_Model):
     """Expire one session (``token``) or all of them."""
 
@@ -228,6 +237,22 @@ async def validation_rule(request: Request) -> Response:
     return _ok({"removed": removed}, status=200 if removed else 404)
 
 
+async def field_updates(request: Request) -> Response:
+    """POST (add), GET (list with ``fired`` counts), DELETE (clear all) /__emulator/field-updates."""
+    updates = emulator(request).store.automation
+    if request.method == "POST":
+        spec = await _body(request, FieldUpdateSpec)
+        try:
+            update = updates.add(spec.object, spec.when_field, spec.regex, spec.set)
+        except RuleSpecError as exc:
+            raise BadBody(str(exc), []) from None
+        return _ok(update.public(), status=201)
+    if request.method == "DELETE":
+        updates.clear()
+        return _ok({"cleared": True})
+    return _ok([u.public() for u in updates.updates])
+
+
 async def expire_sessions(request: Request) -> Response:
     """POST /__emulator/sessions/expire {"token"?}: expire one or all sessions now."""
     spec = await _body(request, ExpireSpec)
@@ -356,6 +381,7 @@ def routes(prefix: str = "/__emulator") -> list[Route]:
         Route(f"{prefix}/faults/{{rule_id:int}}", fault, methods=["DELETE"]),
         Route(f"{prefix}/validation-rules", validation_rules, methods=["GET", "POST", "DELETE"]),
         Route(f"{prefix}/validation-rules/{{rule_id:int}}", validation_rule, methods=["DELETE"]),
+        Route(f"{prefix}/field-updates", field_updates, methods=["GET", "POST", "DELETE"]),
         Route(f"{prefix}/sessions/expire", expire_sessions, methods=["POST"]),
         Route(f"{prefix}/sessions/age", age_sessions, methods=["POST"]),
         Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),

@@ -60,6 +60,7 @@ class Emulator:
     def reset(self) -> None:
         """Wipe data, events, sessions, faults, validation rules and stats; keep schema and configuration."""
         self.store.validation.clear()
+        self.store.automation.clear()
         self.store.reset()
         self.bus.reset()
         self.auth.reset(self.store.admin_id)

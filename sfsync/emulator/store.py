@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfsync.emulator.automation import FieldUpdates
 from sfsync.emulator.errors import SfError, not_found
 from sfsync.emulator.ids import make_id, normalize
 from sfsync.emulator.schema import ObjectDef, Schema, format_datetime, now_utc
@@ -71,6 +72,7 @@ class Store:
         self.unique: dict[str, dict[str, dict[Any, set[str]]]] = {}
         self.admin_id = ""
         self.validation = ValidationRules(schema)
+        self.automation = FieldUpdates(schema)
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -163,12 +165,13 @@ class Store:
         values = self.validate(obj, body, creating=False)
         new = dict(current)
         new.update(values)
+        automated = self.automation.apply(obj, new)
         self._derive(obj, new)
         self._check_required(obj, new, only=values.keys())
         self._check_references(obj, values)
         self.validation.check(obj, new)
         self._check_unique(obj, new, exclude=new["Id"])
-        changed = [name for name in values if current.get(name) != new.get(name)]
+        changed = [name for name in dict.fromkeys([*values, *automated]) if current.get(name) != new.get(name)]
         if obj.name in ("Contact", "Lead", "User") and current.get("Name") != new.get("Name"):
             changed.append("Name")
         stamp = format_datetime(now_utc().replace(microsecond=0))
@@ -285,6 +288,8 @@ class Store:
                 default = False
             rec[name] = default
         rec.update(values)
+        if custom_rules:
+            self.automation.apply(obj, rec)
         record_id = record_id or make_id(obj.key_prefix, next(self._ids))
         stamp = format_datetime(now_utc().replace(microsecond=0))
         rec.update({"Id": record_id, "IsDeleted": False, "CreatedDate": stamp, "LastModifiedDate": stamp,

@@ -19,6 +19,7 @@ Failed before the one-state processor (issue 11): each side ended with the other
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -30,12 +31,22 @@ ALL_ROLES = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer
 ARRIVE_S = 90.0  # how long a value may take to arrive at all (a hang guard; speed is measured in bench/)
 
 
-@pytest.fixture(scope="module", params=["last_writer_wins", "salesforce_wins", "local_wins"])
-def policy_pipeline(request: pytest.FixtureRequest, pipeline_factory: Any) -> Any:
+@pytest.fixture(scope="module")
+def pipeline(pipeline_factory: Any) -> Any:
     p = pipeline_factory()
+    p.start(ALL_ROLES)
+    p.wait_ready()
+    return p
+
+
+@pytest.fixture(scope="module", params=["last_writer_wins", "salesforce_wins", "local_wins"])
+def policy_pipeline(request: pytest.FixtureRequest, pipeline: Any) -> Any:
+    """The pipeline with Contact's policy set; only the processor decides conflicts, so only it restarts."""
+    p = pipeline
     p.raw["objects"]["Contact"]["conflict_policy"] = request.param
     p.rewrite_config()
-    p.start(ALL_ROLES)
+    p.roles.kill("processor", signal.SIGTERM)
+    p.roles.start("processor")
     p.wait_ready()
     p.policy = request.param
     return p
@@ -147,3 +158,22 @@ def test_rapid_local_updates_never_show_an_older_value_and_salesforce_ends_on_th
     after = seen[seen.index(last):] if last in seen else []
     assert after and set(after) == {last}, seen
     assert titles(p, cid, sf_id) == (last, last)
+
+
+def test_salesforce_automation_during_sfsyncs_write_reaches_postgresql(policy_pipeline: Any) -> None:
+    """A flow changes Title as part of sfsync's own write: the CDC event carries sfsync's origin, but its
+    value is not what sfsync wrote, so it is Salesforce's change and reaches PostgreSQL (echo by value).
+
+    Failed before echo by value: the event was dropped by its origin tag and PostgreSQL kept the value
+    Salesforce had replaced."""
+    p = policy_pipeline
+    cid, sf_id = linked_contact(p)
+    flow = f"reviewed-by-a-flow-{uuid.uuid4().hex[:6]}"
+    p.emulator.control.add_field_update(object="Contact", when_field="Title", regex="^needs-review",
+                                        set={"Title": flow})
+    try:
+        with p.db() as conn:
+            conn.execute("update contacts set title = 'needs-review' where id = %s", [cid])
+        both_hold(p, cid, sf_id, flow)
+    finally:
+        p.emulator.control.clear_field_updates()
