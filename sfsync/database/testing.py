@@ -27,7 +27,6 @@ DEMO_OBJECTS: dict[str, Any] = {
     },
     "Contact": {
         "table": "contacts",
-        "match_key": {"column": "email", "field": "Email"},
         "fields": [
             {"column": "first_name", "field": "FirstName"},
             {"column": "last_name", "field": "LastName"},

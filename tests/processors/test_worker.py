@@ -247,8 +247,8 @@ def replay_after_crash(h: ProcessorHarness, changes: list[ChangeEvent]) -> dict[
 def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: ProcessorHarness) -> None:
     """Several changes of one record were processed (the table holds their state) but the source offsets were
     not committed — a crash before the outputs were acknowledged. A restarted worker replays them: each must
-    be sent again with the fields it still wins (:mod:`processors.conflicts`), none suppressed by the state it
-    produced itself; after the replay, suppression works as before (state did not move backwards).
+    be sent again — sfsync's newest write of each of its fields (:mod:`processors.conflicts`, Redelivery) —
+    none suppressed by the state it produced itself; after the replay, suppression works as before (state did not move backwards).
 
     The crash is simulated exactly (:func:`replay_after_crash`).
 
@@ -266,9 +266,10 @@ def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: Pr
     ]
     got = replay_after_crash(h, changes)
     sent = {c.event_id: got[c.event_id].values if c.event_id in got else None for c in changes}
-    # each replayed change sends the fields it still wins: Title of the first was won since by the second
+    # each replayed change sends sfsync's newest write of each of its fields (the winner): Title of the first
+    # was won since by the second, so the first's replay carries T2
     assert sent == {
-        changes[0].event_id: {"FirstName": "Ada", "LastName": "Lovelace"},
+        changes[0].event_id: {"FirstName": "Ada", "LastName": "Lovelace", "Title": "T2"},
         changes[1].event_id: {"Title": "T2"},
         changes[2].event_id: {"Phone": "555"},
     }
@@ -303,7 +304,7 @@ def test_a_replayed_change_carries_only_the_columns_it_changed(processor_harness
     ]
     got = replay_after_crash(processor_harness, changes)
     assert {c.event_id: got[c.event_id].values if c.event_id in got else None for c in changes} == {
-        changes[0].event_id: {"LastName": "Lovelace", "Phone": "100"},  # what it still wins
+        changes[0].event_id: {"FirstName": "Augusta", "LastName": "Lovelace", "Title": "T2", "Phone": "100"},
         changes[1].event_id: {"Title": "T2"},
         changes[2].event_id: {"FirstName": "Augusta"},
     }
