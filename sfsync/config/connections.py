@@ -104,6 +104,15 @@ class KafkaConfig(_Strict):
             raise ValueError("must be -1 (keep forever) or at least 60000")
         return v
 
+    @field_validator("librdkafka")
+    @classmethod
+    def _librdkafka(cls, v: dict[str, str]) -> dict[str, str]:
+        if "partitioner" in v:
+            raise ValueError("'partitioner' cannot be overridden: every producer must put a key on the same "
+                             "partition number (murmur2, as the processor's aiokafka producer does), or a record's "
+                             "changes from the two sides would not meet in the processor")
+        return v
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _bootstrap(cls, v: str) -> str:

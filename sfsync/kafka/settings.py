@@ -47,6 +47,10 @@ def common_settings(cfg: KafkaConfig, client_suffix: str = "") -> dict[str, Any]
     return out
 
 
+#: librdkafka's name of the Java client's partitioner (murmur2 of the key; a null key goes to a random one)
+PARTITIONER = "murmur2_random"
+
+
 def producer_settings(
     cfg: KafkaConfig, client_suffix: str = "producer", transactional_id: str | None = None
 ) -> dict[str, Any]:
@@ -59,6 +63,9 @@ def producer_settings(
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.timeout.ms": 120_000,
+            # murmur2 of the key, as the Java client and aiokafka (the processor's faust producer) do: one key
+            # is on one partition number in every keyed topic, whoever wrote it (random for a null key)
+            "partitioner": PARTITIONER,
         }
     )
     if transactional_id:
