@@ -248,7 +248,8 @@ def test_changes_replayed_after_a_crash_are_resent_in_full(processor_harness: Pr
     """Several changes of one record were processed (the table holds their state) but the source offsets were
     not committed — a crash before the outputs were acknowledged. A restarted worker replays them: each must
     be sent again — sfsync's newest write of each of its fields (:mod:`processors.conflicts`, Redelivery) —
-    none suppressed by the state it produced itself; after the replay, suppression works as before (state did not move backwards).
+    none suppressed by the state it produced itself; after the replay, suppression works as before (state did
+    not move backwards).
 
     The crash is simulated exactly (:func:`replay_after_crash`).
 
