@@ -109,22 +109,24 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class FieldState:
     """The winner of one field; sfsync's newest write of it per side; its Salesforce writes not yet echoed
-    (``pending``, oldest first)."""
+    (``pending``: the record's write number and the value, oldest first)."""
 
     value: Values
     side: Side
     ts: int
     position: SourcePosition | None
     sent: Mapping[Side, Sent] = field(default_factory=dict)
-    pending: tuple[FieldPyValue, ...] = ()
+    pending: tuple[tuple[int, FieldPyValue], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class RecordState:
-    """Per field its state; per side the newest position read (for redeliveries)."""
+    """Per field its state; per side the newest position read (for redeliveries); how many writes sfsync
+    sent to Salesforce for the record (numbering ``pending``)."""
 
     fields: Mapping[str, FieldState] = field(default_factory=dict)
     positions: Mapping[Side, SourcePosition] = field(default_factory=dict)
+    writes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +179,8 @@ def _same(a: FieldPyValue, b: FieldPyValue) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _index(values: tuple[FieldPyValue, ...], value: FieldPyValue) -> int | None:
-    return next((i for i, v in enumerate(values) if _same(v, value)), None)
+def _index(pending: tuple[tuple[int, FieldPyValue], ...], value: FieldPyValue) -> int | None:
+    return next((i for i, (_n, v) in enumerate(pending) if _same(v, value)), None)
 
 
 def in_flight(current: FieldState, change: Change, name: str) -> bool:
@@ -219,6 +221,7 @@ class _Builder:
 
     def __init__(self, state: RecordState | None) -> None:
         self.fields: dict[str, FieldState] = dict(state.fields) if state is not None else {}
+        self.numbered = state.writes if state is not None else 0
         self.writes: dict[Side, Write] = {}
         self.losses: list[Loss] = []
         self.versions: dict[Side, dict[str, Version]] = {}
@@ -241,13 +244,16 @@ class _Builder:
         """Version each side's write above every earlier write of its fields, and record it as sent."""
         out: dict[Side, Write] = {}
         for side, write in self.writes.items():
+            if side is Side.SALESFORCE:
+                self.numbered += 1
             version = write.version
             for name in write.values:
                 version = max(version, _above(self.fields[name].sent.get(side), write.version))
             for name, value in write.values.items():
                 fs = self.fields[name]
                 sent = {**fs.sent, side: Sent(version, value.on(side))}
-                pending = (*fs.pending, value.remote)[-MAX_PENDING:] if side is Side.SALESFORCE else fs.pending
+                pending = (*fs.pending, (self.numbered, value.remote))[-MAX_PENDING:] if side is Side.SALESFORCE \
+                    else fs.pending
                 self.fields[name] = replace(fs, sent=sent, pending=pending)
             out[side] = replace(write, version=version)
         return out
@@ -266,6 +272,7 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
     b = _Builder(state)
     side = change.side
     known = state is not None and bool(state.fields)
+    landed = 0  # an echo: the number of the newest write of sfsync it shows landed
     for name, value in change.fields.items():
         current = b.fields.get(name)
         mine = value.on(side)
@@ -276,12 +283,17 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
         if change.echo and current is not None:
             at = _index(current.pending, mine)
             if at is not None:  # one of sfsync's writes landed
+                landed = max(landed, current.pending[at][0])
                 rest = current.pending[at + 1:]
                 b.fields[name] = current = replace(current, pending=rest)
                 if not _same(mine, current.value.remote) and _index(rest, current.value.remote) is None:
                     b.send(side, name, current.value, change.version, repair=True)  # a late older write
                 continue
+            if _same(mine, current.value.remote):
+                continue  # the winner, though no write of it is pending: nothing new
             # a value sfsync did not send: Salesforce set it during sfsync's write; that write has landed
+            if current.pending:
+                landed = max(landed, current.pending[0][0])
             b.fields[name] = current = replace(current, pending=current.pending[1:])
             b.win(name, value, change, current)
             continue
@@ -300,15 +312,16 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
         carried = newest is not None and _same(newest.value, current.value.on(side))
         if not (in_flight(current, change, name) and carried):
             b.send(side, name, current.value, change.version, repair=True)
-    if change.echo:
-        # Each write of sfsync makes one echo; a field it wrote without changing is not in it (CDC lists
-        # changed fields only): that write of the field has landed too.
+    if landed:
+        # An echo lists changed fields only: a field sfsync wrote without changing it is not in it. The
+        # echo showed write number ``landed`` arrived; that write and every earlier one landed for every
+        # field (writes of a record land in order). An echo that matches no pending value says nothing.
         for name, current in list(b.fields.items()):
             if name not in change.fields and current.pending:
-                b.fields[name] = replace(current, pending=current.pending[1:])
+                b.fields[name] = replace(current, pending=tuple(p for p in current.pending if p[0] > landed))
     writes = b.finish()
     positions = {**(state.positions if state is not None else {}), side: change.position}
-    return Decision(writes, b.losses, RecordState(b.fields, positions))
+    return Decision(writes, b.losses, RecordState(b.fields, positions, b.numbered))
 
 
 def _redeliver(state: RecordState, change: Change) -> Decision:
@@ -333,4 +346,4 @@ def _redeliver(state: RecordState, change: Change) -> Decision:
             fs = b.fields[name]
             b.fields[name] = replace(fs, sent={**fs.sent, to: Sent(write.version, value.on(to))})
         writes[to] = write
-    return Decision(writes, [], RecordState(b.fields, state.positions) if writes else None)
+    return Decision(writes, [], RecordState(b.fields, state.positions, b.numbered) if writes else None)

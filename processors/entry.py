@@ -46,10 +46,11 @@ def dump_entry(entry: Entry) -> bytes:
             "v": _values({"l": fs.value.local, "r": fs.value.remote}),
             "s": fs.side.value, "t": fs.ts, "p": _pos(fs.position),
             "sent": {side.value: [list(sent.version), _values({"v": sent.value})] for side, sent in fs.sent.items()},
-            "pend": _values({str(i): v for i, v in enumerate(fs.pending)}),
+            "pend": _values({str(i): v for i, (_n, v) in enumerate(fs.pending)}),
+            "pn": [n for n, _v in fs.pending],
         }
     doc = {"f": fields, "pos": {side.value: _pos(p) for side, p in entry.record.positions.items()},
-           "sfid": entry.sfid, "lk": entry.local_key}
+           "w": entry.record.writes, "sfid": entry.sfid, "lk": entry.local_key}
     return json.dumps(doc, default=json_default, allow_nan=True).encode()
 
 
@@ -67,7 +68,8 @@ def load_entry(raw: bytes | None) -> Entry | None:
         pend = decode_values(f["pend"])
         sent = {Side(side): Sent((int(s[0][0]), int(s[0][1])), decode_values(s[1])["v"])
                 for side, s in f["sent"].items()}
+        numbers = f.get("pn") or [0] * len(pend)
         fields[name] = FieldState(Values(v["l"], v["r"]), Side(f["s"]), int(f["t"]), _unpos(f["p"]), sent,
-                                  tuple(pend[str(i)] for i in range(len(pend))))
+                                  tuple((int(numbers[i]), pend[str(i)]) for i in range(len(pend))))
     positions = {Side(side): p for side, raw_p in doc["pos"].items() if (p := _unpos(raw_p)) is not None}
-    return Entry(RecordState(fields, positions), doc.get("sfid"), doc.get("lk"))
+    return Entry(RecordState(fields, positions, int(doc.get("w") or 0)), doc.get("sfid"), doc.get("lk"))

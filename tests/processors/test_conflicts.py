@@ -59,7 +59,7 @@ def version_to(d: Decision, side: Side) -> tuple[int, int]:
 def test_a_first_change_wins_and_goes_to_the_other_side() -> None:
     d = decide(None, change(LOCAL, 10, 1, A="x"), lww)
     assert sent(d, SF, repair=False) == {"A": "x"} and sent(d, LOCAL) is None
-    assert d.state is not None and d.state.fields["A"].pending == ("x",)
+    assert d.state is not None and d.state.fields["A"].pending == ((1, "x"),)
     assert version_to(d, SF) == (10, 1)
 
 
@@ -74,6 +74,23 @@ def test_both_sides_edit_at_once_the_later_commit_wins_everywhere() -> None:
     assert d3.writes == {}  # the REMOTE write after it is still pending: nothing more to do
     d4 = decide(d3.state, change(SF, 14, 3, echo=True, A="REMOTE"), lww)
     assert d4.writes == {} and d4.state is not None and d4.state.fields["A"].pending == ()
+
+
+def test_the_echo_of_one_write_does_not_confirm_a_later_write_of_another_field() -> None:
+    """Two writes to Salesforce, of FirstName then of Title; the first's echo (FirstName only) must leave the
+    Title write pending, so a Salesforce edit of Title read next is concurrent (it did not see it).
+
+    Failed first (end to end, salesforce_wins): the FirstName echo popped Title's pending write, the user's
+    concurrent Title edit was taken as a plain newer edit, and the local value won."""
+    sf_wins = lambda _n: ConflictPolicy.SALESFORCE_WINS  # noqa: E731
+    d1 = decide(None, change(SF, 10, 1, echo=True, F="Ada", T="start"), sf_wins)  # a create's echo
+    d2 = decide(d1.state, change(LOCAL, 11, 1, F="Ada-2"), sf_wins)
+    d3 = decide(d2.state, change(LOCAL, 12, 2, T="LOCAL"), sf_wins)
+    d4 = decide(d3.state, change(SF, 13, 2, echo=True, F="Ada-2"), sf_wins)  # echo of the FirstName write
+    assert d4.state is not None and d4.state.fields["T"].pending == ((2, "LOCAL"),)
+    d5 = decide(d4.state, change(SF, 14, 3, T="REMOTE"), sf_wins)  # the user's edit, before LOCAL landed
+    assert d5.state is not None and d5.state.fields["T"].value.remote == "REMOTE"
+    assert sent(d5, LOCAL) == {"T": "REMOTE"} and sent(d5, SF, repair=True) == {"T": "REMOTE"}
 
 
 def test_a_concurrent_older_local_change_loses_and_the_winner_on_its_way_needs_no_repair() -> None:

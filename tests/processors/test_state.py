@@ -19,10 +19,10 @@ field_states = st.builds(
     FieldState, st.builds(Values, field_values, field_values), st.sampled_from(list(Side)),
     st.integers(0, 2**62), positions | st.none(),
     st.dictionaries(st.sampled_from(list(Side)), st.builds(Sent, versions, field_values)),
-    st.lists(field_values, max_size=3).map(tuple))
+    st.lists(st.tuples(st.integers(0, 2**40), field_values), max_size=3).map(tuple))
 entries = st.builds(Entry, st.builds(RecordState, st.dictionaries(st.text(min_size=1, max_size=8), field_states,
                                                                   max_size=4),
-                                     st.dictionaries(st.sampled_from(list(Side)), positions)),
+                                     st.dictionaries(st.sampled_from(list(Side)), positions), st.integers(0, 2**40)),
                     st.text(min_size=1, max_size=18) | st.none(), st.text(min_size=1, max_size=8) | st.none())
 
 
@@ -32,15 +32,16 @@ def same_field(a: FieldState, b: FieldState) -> bool:
             and a.sent.keys() == b.sent.keys()
             and all(a.sent[s].version == b.sent[s].version and same_value(a.sent[s].value, b.sent[s].value)
                     for s in a.sent)
-            and len(a.pending) == len(b.pending) and all(map(same_value, a.pending, b.pending)))
+            and len(a.pending) == len(b.pending)
+            and all(x[0] == y[0] and same_value(x[1], y[1]) for x, y in zip(a.pending, b.pending, strict=True)))
 
 
 @given(entries)
 def test_an_entry_round_trips(entry: Entry) -> None:
     back = load_entry(dump_entry(entry))
     assert back is not None
-    assert (back.sfid, back.local_key, dict(back.record.positions)) == (entry.sfid, entry.local_key,
-                                                                         dict(entry.record.positions))
+    assert (back.sfid, back.local_key, dict(back.record.positions), back.record.writes) == (
+        entry.sfid, entry.local_key, dict(entry.record.positions), entry.record.writes)
     assert back.record.fields.keys() == entry.record.fields.keys()
     assert all(same_field(back.record.fields[k], v) for k, v in entry.record.fields.items())
 
