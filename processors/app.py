@@ -113,6 +113,9 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     )
     app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # type: ignore[attr-defined]  # processors.transport
     app.sfsync_kafka = cfg.kafka  # type: ignore[attr-defined]  # processors.transport: true partition ends
+    # written by the relay alone, idempotent and not transactional: its offsets have no holes
+    contiguous = frozenset({names.changes_outbound})
+    app.sfsync_contiguous_topics = contiguous  # type: ignore[attr-defined]  # processors.transport
     stats = ProcessorStats()
 
     def topic(name: str) -> Any:
@@ -206,10 +209,24 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         acks = InOrderAcks(on_failed_delivery=failed_delivery,
                            on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
                                                                          e.message))
+        expected: dict[Any, int] = {}  # next offset per partition of a topic without holes
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def _forget(_app: Any, *_args: Any, **_kw: Any) -> None:
+            expected.clear()  # whoever owns a partition next starts from its committed offset
+
         async for event in stream.events():
             held = acks.hold(event)
             if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
                 await _parked()
+            msg = event.message
+            if msg.topic in contiguous:
+                want = expected.get(msg.tp)
+                if want is not None and msg.offset > want:
+                    # records want..offset-1 were not returned: stop before acknowledging anything after them
+                    await stop_worker(event, SkippedRecords(f"{msg.topic}[{msg.partition}]: offsets "
+                                                            f"{want}..{msg.offset - 1} were not returned"))
+                expected[msg.tp] = msg.offset + 1
             try:
                 outs = decide(event)
             except RegistryError as e:
@@ -256,6 +273,10 @@ class Outgoing:
     headers: list[tuple[str, bytes]]
     state_key: bytes | None = None
     state_value: bytes | None = None
+
+
+class SkippedRecords(Exception):
+    """The broker returned a partition of a topic without holes with a hole in it."""
 
 
 def _side_of(command: ApplyCommand) -> Side:
