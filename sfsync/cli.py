@@ -309,7 +309,7 @@ def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
     from sfsync.mappingcheck import problem_lines
     from sfsync.mappingcheck.sources import run_check
 
-    if not cfg.objects:
+    if not cfg.objects or role == "notifier":  # the notifier maps nothing
         return
     log = logging.getLogger("sfsync.mapping")
     report = run_check(cfg, f"sfsync-{role}-mapping-check")

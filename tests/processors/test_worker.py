@@ -50,6 +50,8 @@ class ProcessorHarness:
     def __init__(self, root: Path, kafka: dict[str, Any]) -> None:
         self.raw: dict[str, Any] = demo_config()
         self.raw["kafka"] = dict(kafka)
+        # no Salesforce here: the start-up mapping check finds a closed local port, never the internet
+        self.raw["salesforce"] = {**self.raw.get("salesforce", {}), "login_url": "https://127.0.0.1:9"}
         self.root = root
         self.config_path = root / "sfsync.yaml"
         self.write_config()
