@@ -17,11 +17,10 @@ aiokafka's idempotent producer); the sinks skip a write whose version they alrea
 Order per event: **decide -> send -> record**. The decision (decode, map, compare with the record's state,
 encode) sends nothing; then the command goes to the producer; only once the producer took it does the
 Table record the state it produced. A source offset is acknowledged to faust (and so committed) only when
-every message sent for it *and its Table entry's changelog record* were delivered, and strictly in offset
-order per partition (:class:`InOrderAcks`): faust commits the highest consecutive run of acknowledged
-offsets and does not reliably stop at an unacknowledged first one. A change replayed after a crash is at or
-below the position stored with the state: its writes are sent again as they were versioned
-(:mod:`processors.conflicts`, Redelivery).
+every message sent for it was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
+faust commits the highest consecutive run of acknowledged offsets and does not reliably stop at an
+unacknowledged first one. A change replayed after a crash is at or below the position stored with the
+state: its writes are sent again as they were versioned (:mod:`processors.conflicts`, Redelivery).
 
 Failures:
 
@@ -201,13 +200,6 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         await crash(event, exc)
         await _parked()
 
-    def store(event: Any, key: bytes, value: bytes | None) -> Any:
-        """Record ``key``'s entry in the Table and send it to the changelog; the future of that send, so the
-        event is acknowledged only once its entry is durable too (``table[key] = value`` would send it
-        without a future to wait for, and a kill could lose an entry whose event was committed)."""
-        records.data[key] = value
-        return records.send_changelog(event.message.partition, key, value)
-
     async def process(stream: Any) -> None:
         stopping: set[asyncio.Future[None]] = set()  # strong references: the loop keeps only weak ones
 
@@ -256,10 +248,13 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                         deliveries.append(await out.topic.send(key=out.key, value=out.value, headers=out.headers))
                 for out in outs:
                     if out.state_key is not None:
-                        deliveries.append(store(event, out.state_key, out.state_value))
+                        records[out.state_key] = out.state_value
             except Exception as e:
                 await stop_worker(event, e)
-            acks.when_delivered(held, asyncio.gather(*deliveries))
+            if deliveries:
+                acks.when_delivered(held, asyncio.gather(*deliveries))
+            else:
+                acks.done(held)
 
     process.__name__ = "records_agent"
     app.agent(app.topic(names.changes_inbound, names.changes_outbound, key_type=bytes, value_type=bytes,
