@@ -19,7 +19,7 @@ Contract:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -162,8 +162,13 @@ class SfObject:
 
     def suggest(self, name: str) -> str:
         """`` (did you mean X?)`` for a near miss, else empty."""
-        close = difflib.get_close_matches(name, list(self.fields), n=1, cutoff=0.75)
-        return f" (did you mean {close[0]}?)" if close else ""
+        return _did_you_mean(name, self.fields)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` when ``name`` nearly matches one of ``known``, else empty."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +197,7 @@ class Table:
     columns: dict[str, Column]
 
     def suggest(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self.columns), n=1, cutoff=0.75)
-        return f" (did you mean {close[0]}?)" if close else ""
+        return _did_you_mean(name, self.columns)
 
 
 @dataclass(frozen=True, slots=True)
