@@ -300,6 +300,44 @@ def mapping_export(
         output.write_text(text, encoding="utf-8")
 
 
+@mapping_app.command("diff")
+def mapping_diff(
+    old: Annotated[Path, typer.Argument(help="The config in use now.")],
+    new: Annotated[Path, typer.Argument(help="The changed config.")],
+    count: Annotated[bool, typer.Option(
+        "--count", help="Count the records a re-sync would touch (asks Salesforce and PostgreSQL through NEW's "
+                        "connections; without it nothing is contacted).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
+    """What changing the mapping from OLD to NEW does, per object, and what a re-sync would touch. Exit 0
+    when they map the same, 3 when they differ, 2 when a file is unreadable or invalid."""
+    from sfsync.mappingcheck.diff import diff_json, diff_lines, diff_mappings
+
+    loaded: list[SfsyncConfig] = []
+    problems: list[str] = []
+    for path in (old, new):  # one loader for both: environment overrides apply to each alike
+        try:
+            loaded.append(load_config(path, require_file=True))
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise _fail("\n".join(problems), 2)
+    before, after = loaded
+    found = diff_mappings(before, after)
+    counts = None
+    if count:
+        from sfsync.mappingcheck.counts import count_targets
+
+        counts = count_targets(after, found.targets())
+    if json_out:
+        _print_json(diff_json(found, counts))
+    else:
+        for line in diff_lines(found, counts):
+            typer.echo(line)
+    if found.changed:
+        raise typer.Exit(3)
+
+
 def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
     """What every role runs before it starts: the mapping check. Errors: print them (the same lines as
     ``mapping check``), log them, exit 2. A side that cannot be reached is logged and the role starts (it
