@@ -104,7 +104,41 @@ def wait_quiet(p: Any, expected: Any, what: str, seed: int) -> None:
         time.sleep(1.0)
         p.roles.restart_dead()  # a supervisor's job (Kubernetes, sfsync dev): a role that stopped itself
         diff = converged(p, expected)
-    assert diff is None, f"seed {seed}: {what} never converged: {diff}\n{p.logs()}"
+    assert diff is None, f"seed {seed}: {what} never converged: {diff}\n{history(p, diff)}\n{p.logs()}"
+
+
+def history(p: Any, diff: str) -> str:
+    """Every message about the record ``diff`` names, per topic in offset order: what to read first when a
+    seed fails (the change events, the commands, the processor's state entries, dead letters)."""
+    import re
+
+    from sfsync.kafka.topics import TopicNames
+    from sfsync.records import ApplyCommand, ChangeEvent
+    from sfsync.serde import Serde
+
+    found = re.match(r"(\w+) (\w{18})\.", diff)
+    if not found:
+        return ""
+    obj, sfid = found.groups()
+    table = CHANGED[obj][0]
+    with p.db() as conn:
+        row = conn.execute(f"select id from {table} where sfid = %s", [sfid]).fetchone()
+    keys = {f"{obj}:{sfid}".encode()} | ({f"{obj}:local:{row[0]}".encode()} if row else set())
+    names, serde = TopicNames(p.cfg.kafka.topic_prefix), Serde()
+    topics = [(names.changes_inbound, ChangeEvent), (names.changes_outbound, ChangeEvent),
+              (names.apply_local, ApplyCommand), (names.apply_salesforce, ApplyCommand),
+              (f"{names.processor_group}-records-changelog", None),
+              (names.dlq("postgres"), None), (names.dlq("salesforce"), None)]
+    lines = [f"history of {sorted(keys)}:"]
+    for topic, kind in topics:
+        for m in p.read_topic(topic):
+            if m.key() not in keys:
+                continue
+            value: Any = m.value()
+            if kind is not None and value:
+                value = {k: v for k, v in serde.decode(value, kind, topic).to_avro().items() if v not in (None, [], {})}
+            lines.append(f"  {topic}[{m.partition()}]@{m.offset()} {m.key()!r}: {value}")
+    return "\n".join(lines)
 
 
 def write_round(p: Any, rnd: int, rng: random.Random, expected: dict[str, dict[str, dict[str, str]]]) -> None:
