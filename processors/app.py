@@ -70,7 +70,7 @@ from sfsync.health import Health
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent
+from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
@@ -129,6 +129,15 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     inbound_dlq, outbound_dlq = topic(names.dlq("postgres")), topic(names.dlq("salesforce"))
     targets = {Side.LOCAL: topic(names.apply_local), Side.SALESFORCE: topic(names.apply_salesforce)}
     records = table("records")
+    status = topic(names.status)
+
+    def status_of(change: ChangeEvent, side: Side, state: SyncState, detail: str) -> Outgoing:
+        """The record's status in the direction its change goes (compacted, like the sinks' statuses)."""
+        record = RecordStatus(key=change.key, object=change.object,
+                              direction=Direction.INBOUND if side is Side.SALESFORCE else Direction.OUTBOUND,
+                              state=state, sfid=change.sfid, local_key=change.local_key, last_error=detail,
+                              last_attempt_ts=datetime.now(UTC))
+        return Outgoing(status, record.kafka_key.encode(), serde.encode(record, names.status), [])
 
     def decide(event: Any) -> list[Outgoing]:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
@@ -146,7 +155,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
         if isinstance(result, Filtered):
             stats.add(f"{direction}.filtered")
-            return []
+            return [status_of(change, side, SyncState.FILTERED, f"{result.reason} ({result.rule})")]
         if isinstance(result, Skipped):
             stats.add(f"{direction}.skipped")
             return []
@@ -170,6 +179,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             log.info("%s %s: %d field(s) kept the other side's value (%s)", direction, change.key, step.losses,
                      "; ".join(step.loss_notes))
         out: list[Outgoing] = []
+        if step.losses:  # never silently gone: the record's status says what was lost, to what, why, when
+            out.append(status_of(change, side, SyncState.CONFLICT, "; ".join(step.loss_notes)))
         for command, repair in step.commands:
             stats.add("repairs" if repair else f"{direction}.sent")
             try:

@@ -104,8 +104,8 @@ def next_step(stored: Entry | None, event: ChangeEvent, command: ApplyCommand, s
 
 
 def _notes(decision: Decision) -> tuple[str, ...]:
-    return tuple(f"{x.field}: {x.side.value} value {x.lost!r} lost to {x.kept!r} ({x.policy.value})"
-                 for x in decision.losses)
+    return tuple(f"{x.field}: {x.side.value} value {x.lost!r} lost to {x.kept!r} ({x.policy.value}, "
+                 f"{version_time(x.ts).isoformat()})" for x in decision.losses)
 
 
 def _command(event: ChangeEvent, mapped: ApplyCommand, to: Side, values: dict[str, Values],

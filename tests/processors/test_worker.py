@@ -505,3 +505,59 @@ def test_a_worker_killed_and_restarted_mid_stream_decides_every_change_in_order(
     got = h.wait_until(final, "the last value of every field")
     assert h.alive(), h.log()
     assert got == last
+
+
+def statuses(h: ProcessorHarness) -> dict[str, Any]:
+    """The latest record status per key on the status topic."""
+    from sfsync.records import RecordStatus
+
+    return {(m.key() or b"").decode(): h.serde.decode(m.value() or b"", RecordStatus, h.names.status)
+            for m in h.read(h.names.status)}
+
+
+def test_a_filtered_change_is_visible_in_the_records_status(processor_harness: ProcessorHarness) -> None:
+    """A record the object's filters keep out is never dropped without a trace: its status says Filtered
+    and names the rule; a record the filters let through is sent as before."""
+    from sfsync.records import SyncState
+
+    h = processor_harness
+    h.raw["objects"]["Contact"]["filters"] = {"exclude_ids": ["9"]}
+    h.write_config()
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    h.start()
+    kept = outbound_change("7", Operation.CREATE, last_name="Kept")
+    h.produce(source, outbound_change("9", Operation.CREATE, last_name="Out"), b"Contact:local:9")
+    h.produce(source, kept, KEY)
+    h.wait_until(lambda: kept.event_id in by_event(h.commands(target)), "the kept record's command")
+    status = h.wait_until(lambda: statuses(h).get("outbound:Contact:local:9"), "the filtered record's status")
+    assert status.state is SyncState.FILTERED
+    assert "objects.Contact.filters.exclude_ids" in (status.last_error or "")
+    assert {c.local_key for c in h.commands(target)} == {"7"}
+
+
+def test_a_change_that_loses_a_conflict_is_recorded_in_the_records_status(
+        processor_harness: ProcessorHarness) -> None:
+    """local_wins: Title set locally, then (before that write's echo) to another value in Salesforce. The
+    Salesforce change loses; its status (inbound) says Conflict with both values and the policy, and the
+    losing value goes nowhere (the local write, still on its way to Salesforce, lands after it)."""
+    from sfsync.records import SyncState
+
+    h = processor_harness
+    h.raw["objects"]["Contact"]["conflict_policy"] = "local_wins"
+    h.write_config()
+    sfid = "003000000000001AAA"
+    key = f"Contact:{sfid}".encode()
+    h.start()
+    local = ChangeEvent(source=Source.POSTGRES, object="Contact", entity="contacts", operation=Operation.UPDATE,
+                        sfid=sfid, local_key="7", changed_fields=["title"], values={"title": "LOCAL"},
+                        commit_ts=datetime.now(UTC), source_position=uuid.uuid4().hex)
+    remote = ChangeEvent(source=Source.SALESFORCE, object="Contact", entity="Contact", operation=Operation.UPDATE,
+                         sfid=sfid, changed_fields=["Title"], values={"Title": "REMOTE"},
+                         commit_ts=datetime.now(UTC), source_position="1001")
+    h.produce(h.names.changes_outbound, local, key)
+    h.wait_until(lambda: local.event_id in by_event(h.commands(h.names.apply_salesforce)), "the local write")
+    h.produce(h.names.changes_inbound, remote, key)
+    status = h.wait_until(lambda: statuses(h).get(f"inbound:Contact:{sfid}"), "the losing change's status")
+    assert status.state is SyncState.CONFLICT
+    assert "'REMOTE' lost to 'LOCAL' (local_wins" in (status.last_error or ""), status.last_error
+    assert all(c.values.get("title") != "REMOTE" for c in h.commands(h.names.apply_local))
