@@ -16,8 +16,9 @@ aiokafka's idempotent producer); the sinks skip a write whose version they alrea
 
 Order per event: **decide -> send -> record**. The decision (decode, map, compare with the record's state,
 encode) sends nothing; then the command goes to the producer; only once the producer took it does the
-Table record the state it produced. A source offset is acknowledged to faust (and so committed) only when
-every message sent for it was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
+Table record the state it produced, and that state's changelog record is sent like a command. A source
+offset is acknowledged to faust (and so committed) only when every message sent for it — its commands and
+its state's changelog record — was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
 faust commits the highest consecutive run of acknowledged offsets and does not reliably stop at an
 unacknowledged first one. A change replayed after a crash is at or below the position stored with the
 state: its writes are sent again as they were versioned (:mod:`processors.conflicts`, Redelivery).
@@ -60,6 +61,7 @@ from processors.commands import next_step
 from processors.conflicts import Side
 from processors.entry import dump_entry, load_entry
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
+from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
@@ -68,7 +70,7 @@ from sfsync.health import Health
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent
+from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
@@ -114,8 +116,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     app.sfsync_fetch_max_wait_ms = cfg.kafka.fetch_wait_max_ms  # type: ignore[attr-defined]  # processors.transport
     app.sfsync_kafka = cfg.kafka  # type: ignore[attr-defined]  # processors.transport: true partition ends
     # written by the relay alone, idempotent and not transactional: its offsets have no holes
-    contiguous = frozenset({names.changes_outbound})
-    app.sfsync_contiguous_topics = contiguous  # type: ignore[attr-defined]  # processors.transport
+    app.sfsync_contiguous_topics = frozenset({names.changes_outbound})  # type: ignore[attr-defined]  # processors.transport
     stats = ProcessorStats()
 
     def topic(name: str) -> Any:
@@ -128,6 +129,15 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     inbound_dlq, outbound_dlq = topic(names.dlq("postgres")), topic(names.dlq("salesforce"))
     targets = {Side.LOCAL: topic(names.apply_local), Side.SALESFORCE: topic(names.apply_salesforce)}
     records = table("records")
+    status = topic(names.status)
+
+    def status_of(change: ChangeEvent, side: Side, state: SyncState, detail: str) -> Outgoing:
+        """The record's status in the direction its change goes (compacted, like the sinks' statuses)."""
+        record = RecordStatus(key=change.key, object=change.object,
+                              direction=Direction.INBOUND if side is Side.SALESFORCE else Direction.OUTBOUND,
+                              state=state, sfid=change.sfid, local_key=change.local_key, last_error=detail,
+                              last_attempt_ts=datetime.now(UTC))
+        return Outgoing(status, record.kafka_key.encode(), serde.encode(record, names.status), [])
 
     def decide(event: Any) -> list[Outgoing]:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
@@ -145,7 +155,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
         if isinstance(result, Filtered):
             stats.add(f"{direction}.filtered")
-            return []
+            return [status_of(change, side, SyncState.FILTERED, f"{result.reason} ({result.rule})")]
         if isinstance(result, Skipped):
             stats.add(f"{direction}.skipped")
             return []
@@ -169,6 +179,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             log.info("%s %s: %d field(s) kept the other side's value (%s)", direction, change.key, step.losses,
                      "; ".join(step.loss_notes))
         out: list[Outgoing] = []
+        if step.losses:  # never silently gone: the record's status says what was lost, to what, why, when
+            out.append(status_of(change, side, SyncState.CONFLICT, "; ".join(step.loss_notes)))
         for command, repair in step.commands:
             stats.add("repairs" if repair else f"{direction}.sent")
             try:
@@ -209,24 +221,46 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         acks = InOrderAcks(on_failed_delivery=failed_delivery,
                            on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
                                                                          e.message))
-        expected: dict[Any, int] = {}  # next offset per partition of a topic without holes
+        order = SourceOrder({names.changes_outbound: 0, names.changes_inbound: 1})
+        sources = (names.changes_inbound, names.changes_outbound)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def _forget(_app: Any, *_args: Any, **_kw: Any) -> None:
-            expected.clear()  # whoever owns a partition next starts from its committed offset
+            order.forget()  # whoever owns a partition next starts from its committed offset
+            app.consumer.reread_cancelled()  # type: ignore[attr-defined]
+
+        def start_assigned() -> None:
+            """Where each assigned source partition resumes: its committed offset."""
+            for tp in app.consumer.assignment():
+                if tp.topic in sources:
+                    order.start(tp, app.consumer.committed_offset(tp))  # type: ignore[attr-defined]  # transport
 
         async for event in stream.events():
+            msg = event.message
+            if not order.known(msg.tp):
+                start_assigned()
+            check = order.check(msg.tp, msg.topic, msg.offset)
+            if check.verdict is Verdict.SEEK:
+                assert check.seek is not None
+                log.warning("%s[%d]: offset %d read while %d was next; reading again from %d", msg.topic,
+                            msg.partition, msg.offset, check.seek, check.seek)
+                stats.add("source_reread")
+                await app.consumer.reread(msg.tp, check.seek)  # type: ignore[attr-defined]  # transport
+            if check.verdict in (Verdict.SEEK, Verdict.DROP):
+                event.message.incref()  # never acknowledged: the re-read copy is processed instead
+                continue
+            if check.verdict is Verdict.HOLE:
+                assert check.gap is not None
+                await stop_worker(event, SkippedRecords(
+                    f"{msg.topic}[{msg.partition}]: offsets {check.gap[0]}..{check.gap[1] - 1} were not "
+                    "returned by the broker, read again"))
+            if check.reread:
+                app.consumer.reread_arrived(msg.tp, msg.offset)  # type: ignore[attr-defined]
+            if check.gap is not None:
+                await app.consumer.add_confirmed_gap(msg.tp, *check.gap)  # type: ignore[attr-defined]
             held = acks.hold(event)
             if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
                 await _parked()
-            msg = event.message
-            if msg.topic in contiguous:
-                want = expected.get(msg.tp)
-                if want is not None and msg.offset > want:
-                    # records want..offset-1 were not returned: stop before acknowledging anything after them
-                    await stop_worker(event, SkippedRecords(f"{msg.topic}[{msg.partition}]: offsets "
-                                                            f"{want}..{msg.offset - 1} were not returned"))
-                expected[msg.tp] = msg.offset + 1
             try:
                 outs = decide(event)
             except RegistryError as e:
@@ -248,7 +282,12 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                         deliveries.append(await out.topic.send(key=out.key, value=out.value, headers=out.headers))
                 for out in outs:
                     if out.state_key is not None:
-                        records[out.state_key] = out.state_value
+                        # not ``records[key] = value``: faust buffers that changelog record unawaited, and its
+                        # pre-commit flush gives up after 0.1 s, so an offset could be committed ahead of the
+                        # state it produced; a kill then restores a state one decision behind
+                        records.data[out.state_key] = out.state_value
+                        deliveries.append(await records.changelog_topic.send(
+                            key=out.state_key, value=out.state_value, partition=msg.partition))
             except Exception as e:
                 await stop_worker(event, e)
             if deliveries:

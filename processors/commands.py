@@ -91,19 +91,21 @@ def next_step(stored: Entry | None, event: ChangeEvent, command: ApplyCommand, s
     policies = {f.field: f for f in mapping.fields}
     decision = decide(record, change, lambda name: policies[name].conflict_policy or mapping.conflict_policy,
                       lambda name: policies[name].direction is not Direction.BOTH)
+    writes = [*sorted(decision.writes.items()), *decision.resends]
     commands = [(_command(event, command, to, write.values, write.version, sfid, local_key, mapping), write.repair)
-                for to, write in sorted(decision.writes.items())]
+                for to, write in writes]
     other = side.other
     created = event.operation in (Operation.CREATE, Operation.UNDELETE) and not echo
-    if created and other not in decision.writes and decision.state is not None:
+    to_other = other in decision.writes or any(to is other for to, _write in decision.resends)
+    if created and not to_other and (decision.state is not None or decision.resends):
         commands.insert(0, (replace(command, sfid=sfid, local_key=local_key), False))  # a record with no values
     entry = None if decision.state is None else Entry(decision.state, sfid, local_key)
     return Step(commands, entry, len(decision.losses), _notes(decision))
 
 
 def _notes(decision: Decision) -> tuple[str, ...]:
-    return tuple(f"{x.field}: {x.side.value} value {x.lost!r} lost to {x.kept!r} ({x.policy.value})"
-                 for x in decision.losses)
+    return tuple(f"{x.field}: {x.side.value} value {x.lost!r} lost to {x.kept!r} ({x.policy.value}, "
+                 f"{version_time(x.ts).isoformat()})" for x in decision.losses)
 
 
 def _command(event: ChangeEvent, mapped: ApplyCommand, to: Side, values: dict[str, Values],

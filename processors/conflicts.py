@@ -153,11 +153,13 @@ class Write:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """At most one write per side, the losses, and the new state (``None``: keep the stored one)."""
+    """At most one write per side, the losses, and the new state (``None``: keep the stored one);
+    ``resends``: a redelivery's earlier writes sent again, each with its own version."""
 
     writes: dict[Side, Write]
     losses: list[Loss]
     state: RecordState | None
+    resends: list[tuple[Side, Write]] = field(default_factory=list)
 
 
 def is_redelivery(state: RecordState | None, change: Change) -> bool:
@@ -328,10 +330,13 @@ def _redeliver(state: RecordState, change: Change) -> Decision:
     """Resend what ``change`` may have decided when it was first read (module docstring).
 
     Per field of the change, sfsync's newest write to each side is sent again when it carries the current
-    winner: the sink skips it if it landed and writes it if the crash lost it. One write per side carries the
-    highest version of its fields, which becomes their newest write there (so later writes stay above it);
-    nothing else of the state changes. A newest write that no longer carries the winner was superseded."""
-    b = _Builder(state)
+    winner: the sink skips it if it landed and writes it if the crash lost it. Each goes out with **its own
+    version**, one write per side and version: bundled under the highest version of the bundle, an older
+    field's value would pass the sink's guard as newer than what it wrote, and overwrite a change made on
+    that side since (seed 2028258776 of the kill test: a replayed echo put Name back over a user's newer
+    Name in Salesforce). The state does not change. A newest write that no longer carries the winner was
+    superseded."""
+    groups: dict[tuple[Side, Version], dict[str, Values]] = {}
     for name in change.fields:
         current = state.fields.get(name)
         if current is None:
@@ -339,11 +344,7 @@ def _redeliver(state: RecordState, change: Change) -> Decision:
         for to in (change.side.other, change.side):
             sent = current.sent.get(to)
             if sent is not None and _same(sent.value, current.value.on(to)):
-                b.send(to, name, current.value, sent.version, repair=to is change.side)
-    writes: dict[Side, Write] = {}
-    for to, write in b.writes.items():
-        for name, value in write.values.items():
-            fs = b.fields[name]
-            b.fields[name] = replace(fs, sent={**fs.sent, to: Sent(write.version, value.on(to))})
-        writes[to] = write
-    return Decision(writes, [], RecordState(b.fields, state.positions, b.numbered) if writes else None)
+                groups.setdefault((to, sent.version), {})[name] = current.value
+    resends = [(to, Write(values, version, repair=to is change.side))
+               for (to, version), values in sorted(groups.items())]
+    return Decision({}, [], None, resends)

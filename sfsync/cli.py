@@ -467,7 +467,7 @@ def status(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
 def queue(
     config: ConfigOpt = None,
     direction: Annotated[str | None, typer.Option(help="inbound | outbound")] = None,
-    state: Annotated[str | None, typer.Option(help="in_queue | success | failed")] = None,
+    state: Annotated[str | None, typer.Option(help="in_queue | success | failed | conflict | filtered")] = None,
     object: ObjectOpt = None,
     limit: Annotated[int, typer.Option(help="At most this many rows, newest attempt first.")] = 50,
     json_out: JsonOpt = False,
@@ -498,7 +498,8 @@ def queue(
     table = Table(title=f"sync queue ({len(rows)} row(s))")
     for col in ("Last Attempt", "Queue ID", "Record ID", "Record Type", "Sync Status", "Failures", "Last Error"):
         table.add_column(col, overflow="fold")
-    labels = {SyncState.IN_QUEUE: "In Queue", SyncState.SUCCESS: "Success", SyncState.FAILED: "[red]Failed[/]"}
+    labels = {SyncState.IN_QUEUE: "In Queue", SyncState.SUCCESS: "Success", SyncState.FAILED: "[red]Failed[/]",
+              SyncState.CONFLICT: "[yellow]Conflict[/]", SyncState.FILTERED: "Filtered"}
     for r in rows:
         table.add_row(_when(r.last_attempt), r.queue_id, r.record_id, r.record_type, labels[r.sync_status],
                       str(r.failures), r.last_error or "")

@@ -159,11 +159,15 @@ class ApplyOperation(enum.StrEnum):
 
 
 class SyncState(enum.StrEnum):
-    """Per-record sync state shown to operators (In Queue / Success / Failed)."""
+    """Per-record sync state shown to operators (In Queue / Success / Failed / Conflict / Filtered). The sinks
+    write Success and Failed; the processor writes Conflict (the record's last change lost fields to the
+    other side's: both values, the policy and the time in ``last_error``) and Filtered (the rule)."""
 
     IN_QUEUE = "in_queue"
     SUCCESS = "success"
     FAILED = "failed"
+    CONFLICT = "conflict"
+    FILTERED = "filtered"
 
 
 class AlertKind(enum.StrEnum):

@@ -148,11 +148,50 @@ def test_a_redelivered_change_resends_sfsyncs_newest_writes_that_carry_the_winne
     d2 = decide(d1.state, change(LOCAL, 11, 2, A="a2", B="b2"), lww)
     d3 = decide(d2.state, change(SF, 12, 1, A="remote"), lww)  # newer: wins A; goes to the row
     again = decide(d3.state, change(LOCAL, 11, 2, A="a2", B="b2"), lww)
-    assert sent(again, SF) == {"A": "remote", "B": "b2"}  # its own win; the winner re-sent after older writes
-    assert sent(again, LOCAL) == {"A": "remote"}        # the winner sent to its row since
-    assert version_to(again, LOCAL) == version_to(d3, LOCAL)
-    assert again.state is not None and again.state.positions == d3.state.positions  # nothing decided again
-    assert decide(again.state, change(SF, 13, 2, A="later"), lww).writes[LOCAL].version > version_to(d3, LOCAL)
+    # per field sfsync's newest write to each side that carries the winner, each with its own version: A's
+    # win (and its repair to Salesforce) at 12, B's write at 11 — never B under A's newer version
+    assert [(to, w.version, {k: v.on(to) for k, v in w.values.items()}) for to, w in again.resends] == [
+        (LOCAL, (12, 1), {"A": "remote"}),
+        (SF, (11, 2), {"B": "b2"}),
+        (SF, (12, 1), {"A": "remote"}),
+    ]
+    assert again.writes == {} and again.state is None  # nothing decided again, the state stays
+    assert d3.state is not None
+    assert decide(d3.state, change(SF, 13, 2, A="later"), lww).writes[LOCAL].version > version_to(d3, LOCAL)
+
+
+def test_a_replayed_echo_never_puts_an_older_value_over_a_newer_edit_on_its_side() -> None:
+    """Name went to Salesforce at version 10, Phone later at 20; both echoed. A user then sets Name in
+    Salesforce, and before the processor reads that, it replays the echo of the first write (a restart).
+    The replay resends Name at 10 — the Salesforce sink wrote 10 already and skips it — and Phone at 20.
+
+    Failed before the fix (seed 2028258776 of the kill test): the resend went out as one write under the
+    highest version of its fields, Name at 20: newer than the 10 the sink held, so it overwrote the user's
+    Name with the old one."""
+    from consumers.versions import screen
+    from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, Source, version_time
+
+    d1 = decide(None, change(LOCAL, 10, 1, Name="n1", Phone="p1"), lww)
+    echo1 = change(SF, 11, 1, echo=True, Name="n1", Phone="p1")
+    d2 = decide(d1.state, echo1, lww)
+    d3 = decide(d2.state, change(LOCAL, 20, 2, Phone="p2"), lww)
+    d4 = decide(d3.state, change(SF, 21, 2, echo=True, Phone="p2"), lww)
+    assert d4.state is not None
+    held = {"Name": version_to(d1, SF), "Phone": version_to(d3, SF)}  # what the Salesforce sink wrote
+
+    replay = decide(d4.state, echo1, lww)  # at or below the stored position: a redelivery
+    written: dict[str, Any] = {}
+    for to, write in [*replay.writes.items(), *replay.resends]:
+        if to is not SF:
+            continue
+        command = ApplyCommand(command_id="c", target=ApplyTarget.SALESFORCE, object="Account", source=Source.POSTGRES,
+                               source_event_id="e",
+                               operation=ApplyOperation.UPSERT, sfid="001", local_key="1",
+                               values={k: v.remote for k, v in write.values.items()}, fields=sorted(write.values),
+                               source_commit_ts=version_time(write.version[0]), source_position=str(write.version[1]))
+        kept = screen(command, held)
+        written.update(kept.values if kept is not None else {})
+    assert "Name" not in written  # the user's newer Name in Salesforce stays
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -216,7 +255,7 @@ class TwoSides(RuleBasedStateMachine):
             return  # the writes are lost; the offset was not committed: the change comes again
         if index is None:
             s.read += 1
-        for target, write in d.writes.items():
+        for target, write in [*d.writes.items(), *d.resends]:
             self.sides[target].queue.append(write)
 
     @precondition(lambda self: any(s.read < len(s.stream) for s in self.sides.values()))

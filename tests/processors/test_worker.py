@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -199,7 +200,12 @@ def processor_harness(tmp_path: Path, kafka_config: dict[str, Any]) -> Iterator[
 
 
 def by_event(commands: list[ApplyCommand]) -> dict[str, ApplyCommand]:
-    return {c.source_event_id: c for c in commands}
+    """The command sent for each source event; a replayed event's resends (one per version) merged into one."""
+    out: dict[str, ApplyCommand] = {}
+    for c in commands:
+        before = out.get(c.source_event_id)
+        out[c.source_event_id] = c if before is None else replace(c, values={**before.values, **c.values})
+    return out
 
 
 def row_change(local_key: str, row: dict[str, Any], changed: list[str],
@@ -449,3 +455,109 @@ def test_a_hole_in_the_outbound_change_topic_is_never_committed_past(processor_h
     sent = {c.source_event_id for c in h.commands(target)}
     assert before.event_id in sent and inside.event_id in sent and after.event_id not in sent
     assert "were not returned by the broker" in h.log()
+
+
+def test_a_worker_killed_and_restarted_mid_stream_decides_every_change_in_order(
+        processor_harness: ProcessorHarness) -> None:
+    """Changes keep flowing while the worker is killed (``kill -9``) and started again. The dead member stays in
+    the group until its session times out, so the new worker goes through a second rebalance while it
+    processes; faust resumes fetching before it seeks back to the committed offsets (faust-streaming issues 216
+    and 221) and hands the agent offsets past ones it dropped from its buffers. Every change must still be
+    decided, in offset order: per record and field, the last command carrying the field has the last value.
+
+    Failed before :mod:`processors.order` (seed 2028258776 of ``tests/e2e/test_kill_random.py``, at this
+    scale): the worker took the jump for a hole and stopped itself again after each restart; without that
+    guard, the dropped older changes came back after newer ones and were taken for replays — never decided.
+    """
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    fields = [("first_name", "FirstName"), ("title", "Title"), ("phone", "Phone")]
+    records, rounds = 30, 12
+    last: dict[tuple[str, str], str] = {}
+    h.start()
+
+    def write(round_: int) -> None:
+        for r in range(records):
+            column, name = fields[round_ % len(fields)]
+            value = f"{name}-{r}-{round_}"
+            op = Operation.CREATE if round_ == 0 else Operation.UPDATE
+            extra = {"last_name": f"L{r}"} if round_ == 0 else {}
+            h.produce(source, outbound_change(str(r), op, **{column: value}, **extra), f"Contact:local:{r}".encode(),
+                      partition=r % 3)
+            last[(str(r), name)] = value
+
+    for round_ in range(rounds):
+        write(round_)
+        if round_ == 3:
+            h.stop(signal.SIGKILL)
+            h.roles.start(ROLE)  # not waiting for it: the changes keep coming while it joins
+        time.sleep(0.3)
+    h.roles.wait_ready(timeout=HANG_GUARD_S, names=[ROLE])
+
+    def final() -> dict[tuple[str, str], str] | None:
+        got: dict[tuple[str, str], str] = {}
+        for c in h.commands(target):
+            for name, value in c.values.items():
+                if name != "LastName":
+                    got[(c.local_key or "", name)] = str(value)
+        return got if got == last or not h.alive() else None
+
+    got = h.wait_until(final, "the last value of every field")
+    assert h.alive(), h.log()
+    assert got == last
+
+
+def statuses(h: ProcessorHarness) -> dict[str, Any]:
+    """The latest record status per key on the status topic."""
+    from sfsync.records import RecordStatus
+
+    return {(m.key() or b"").decode(): h.serde.decode(m.value() or b"", RecordStatus, h.names.status)
+            for m in h.read(h.names.status)}
+
+
+def test_a_filtered_change_is_visible_in_the_records_status(processor_harness: ProcessorHarness) -> None:
+    """A record the object's filters keep out is never dropped without a trace: its status says Filtered
+    and names the rule; a record the filters let through is sent as before."""
+    from sfsync.records import SyncState
+
+    h = processor_harness
+    h.raw["objects"]["Contact"]["filters"] = {"exclude_ids": ["9"]}
+    h.write_config()
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    h.start()
+    kept = outbound_change("7", Operation.CREATE, last_name="Kept")
+    h.produce(source, outbound_change("9", Operation.CREATE, last_name="Out"), b"Contact:local:9")
+    h.produce(source, kept, KEY)
+    h.wait_until(lambda: kept.event_id in by_event(h.commands(target)), "the kept record's command")
+    status = h.wait_until(lambda: statuses(h).get("outbound:Contact:local:9"), "the filtered record's status")
+    assert status.state is SyncState.FILTERED
+    assert "objects.Contact.filters.exclude_ids" in (status.last_error or "")
+    assert {c.local_key for c in h.commands(target)} == {"7"}
+
+
+def test_a_change_that_loses_a_conflict_is_recorded_in_the_records_status(
+        processor_harness: ProcessorHarness) -> None:
+    """local_wins: Title set locally, then (before that write's echo) to another value in Salesforce. The
+    Salesforce change loses; its status (inbound) says Conflict with both values and the policy, and the
+    losing value goes nowhere (the local write, still on its way to Salesforce, lands after it)."""
+    from sfsync.records import SyncState
+
+    h = processor_harness
+    h.raw["objects"]["Contact"]["conflict_policy"] = "local_wins"
+    h.write_config()
+    sfid = "003000000000001AAA"
+    key = f"Contact:{sfid}".encode()
+    h.start()
+    local = ChangeEvent(source=Source.POSTGRES, object="Contact", entity="contacts", operation=Operation.UPDATE,
+                        sfid=sfid, local_key="7", changed_fields=["title"], values={"title": "LOCAL"},
+                        commit_ts=datetime.now(UTC), source_position=uuid.uuid4().hex)
+    remote = ChangeEvent(source=Source.SALESFORCE, object="Contact", entity="Contact", operation=Operation.UPDATE,
+                         sfid=sfid, changed_fields=["Title"], values={"Title": "REMOTE"},
+                         commit_ts=datetime.now(UTC), source_position="1001")
+    h.produce(h.names.changes_outbound, local, key)
+    h.wait_until(lambda: local.event_id in by_event(h.commands(h.names.apply_salesforce)), "the local write")
+    h.produce(h.names.changes_inbound, remote, key)
+    status = h.wait_until(lambda: statuses(h).get(f"inbound:Contact:{sfid}"), "the losing change's status")
+    assert status.state is SyncState.CONFLICT
+    assert "'REMOTE' lost to 'LOCAL' (local_wins" in (status.last_error or ""), status.last_error
+    assert all(c.values.get("title") != "REMOTE" for c in h.commands(h.names.apply_local))
