@@ -7,7 +7,8 @@ random role (processor, either sink, either producer) is killed with SIGKILL at 
 the changes flow, and started again. After each round, once the pipeline is quiet: every mapped field
 is equal on both sides and equal to its last write, neither side holds a duplicate, the outbox is empty.
 
-Marked ``soak`` for now (``python -m pytest -m soak tests/e2e/test_kill_random.py``, about a minute). The seed is printed (and in every failure message, with the
+Marked ``soak`` for now (``python -m pytest -m soak tests/e2e/test_kill_random.py``, about a minute).
+The seed is printed (and in every failure message, with the
 history of the record that differs); ``SFSYNC_KILL_SEED=<seed>`` replays a run, e.g.
 ``SFSYNC_KILL_SEED=2028258776 python -m pytest -s tests/e2e/test_kill_random.py`` (the seed that found the
 processor deciding changes out of order after a restart, and a replay re-sending an old value under a newer
