@@ -159,15 +159,17 @@ class ApplyOperation(enum.StrEnum):
 
 
 class SyncState(enum.StrEnum):
-    """Per-record sync state shown to operators (In Queue / Success / Failed / Conflict / Filtered). The sinks
-    write Success and Failed; the processor writes Conflict (the record's last change lost fields to the
-    other side's: both values, the policy and the time in ``last_error``) and Filtered (the rule)."""
+    """Per-record sync state shown to operators (In Queue / Success / Failed / Conflict / Filtered /
+    Ambiguous). The sinks write Success and Failed; the processor writes Conflict (the record's last change
+    lost fields to the other side's: both values, the policy and the time in ``last_error``) and Filtered (the
+    rule); ``sfsync backfill`` writes Ambiguous (several first-sync candidates, listed in ``last_error``)."""
 
     IN_QUEUE = "in_queue"
     SUCCESS = "success"
     FAILED = "failed"
     CONFLICT = "conflict"
     FILTERED = "filtered"
+    AMBIGUOUS = "ambiguous"
 
 
 class AlertKind(enum.StrEnum):

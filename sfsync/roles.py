@@ -90,3 +90,22 @@ ROLES: dict[str, RoleFn] = {
 #: The order ``sfsync dev`` starts them in (sinks before producers, so nothing waits on a consumer).
 START_ORDER = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer", "salesforce-producer",
                "notifier"]
+
+
+class BackfillFailed(Exception):
+    """``sfsync backfill`` could not go on; the message says why (and what was done already)."""
+
+
+def backfill(cfg: SfsyncConfig, name: str, *, dry_run: bool = False) -> dict[str, object]:
+    """The first sync of one object (:mod:`producers.firstsync.run`): its report as JSON data.
+
+    Raises :class:`BackfillFailed` for the command's own refusals (unmapped object, spent API budget);
+    connection errors of PostgreSQL, Salesforce or Kafka pass through.
+    """
+    from producers.firstsync.run import BackfillError
+    from producers.firstsync.run import backfill as run_backfill
+
+    try:
+        return run_backfill(cfg, name, dry_run=dry_run).to_json()
+    except BackfillError as e:
+        raise BackfillFailed(str(e)) from None

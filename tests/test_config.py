@@ -102,6 +102,20 @@ def test_invalid_config_names_the_key(data: dict[str, Any], expected: str) -> No
     assert expected in problems(data)
 
 
+def test_a_match_key_is_one_pair_or_a_list_of_pairs() -> None:
+    one = build_config({**valid(), "objects": {"Contact": contact(match_key={"column": "email", "field": "Email"})}})
+    assert [(k.column, k.field) for k in one.objects["Contact"].match_key or []] == [("email", "Email")]
+    two = build_config({**valid(), "objects": {"Contact": contact(match_key=[
+        {"column": "email", "field": "Email"}, {"column": "last_name", "field": "LastName"}])}})
+    assert [k.field for k in two.objects["Contact"].match_key or []] == ["Email", "LastName"]
+    assert "objects.Contact.match_key: is empty: name at least one {column, field} pair, or remove the key" in \
+        problems({**valid(), "objects": {"Contact": contact(match_key=[])}})
+    assert "objects.Contact.match_key: names the same field twice" in problems({**valid(), "objects": {
+        "Contact": contact(match_key=[{"column": "email", "field": "Email"}, {"column": "mail", "field": "Email"}])}})
+    assert problems({**valid(), "objects": {"Contact": contact(match_key={"field": "Email"})}}) == [
+        "objects.Contact.match_key[0].column: is required"]
+
+
 def test_every_problem_is_reported_at_once() -> None:
     data = with_field(3, direction="sideways")
     data["kafka"] = {"partitions": 0, "replication_factor": "three"}

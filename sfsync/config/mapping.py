@@ -100,6 +100,9 @@ class FieldMapping(_Strict):
 
 
 class MatchKey(_Strict):
+    """One field of a first-sync match key: the local column and the Salesforce field compared
+    (case- and whitespace-insensitively; see :mod:`producers.firstsync.matching`)."""
+
     column: SqlIdentifier
     field: SfName
 
@@ -178,18 +181,28 @@ class ObjectMapping(_Strict):
     local_key: SqlIdentifier = "id"
     sfid_column: SqlIdentifier = "sfid"
     external_id_field: SfName = "Local_Id__c"
-    match_key: MatchKey | None = None
+    match_key: list[MatchKey] | None = None
     delete_policy: DeletePolicy = DeletePolicy.PROPAGATE
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     fields: list[FieldMapping] = Field(min_length=1)
     filters: RecordFilters = Field(default_factory=lambda: RecordFilters())
 
+    @field_validator("match_key", mode="before")
+    @classmethod
+    def _match_key_list(cls, v: object) -> object:
+        """One ``{column, field}`` or a list of them (a key of several fields)."""
+        return [v] if isinstance(v, dict) else v
+
     @field_validator("match_key")
     @classmethod
-    def _match_key(cls, v: MatchKey | None) -> MatchKey | None:
+    def _match_key(cls, v: list[MatchKey] | None) -> list[MatchKey] | None:
         if v is not None:
-            raise ValueError("not supported yet: first-sync linking by a match key is not built; records link "
-                             "by Salesforce id and external id only (remove this key)")
+            if not v:
+                raise ValueError("is empty: name at least one {column, field} pair, or remove the key")
+            for what in ("column", "field"):
+                names = [getattr(k, what) for k in v]
+                if len(set(names)) != len(names):
+                    raise ValueError(f"names the same {what} twice")
         return v
 
     @model_validator(mode="after")

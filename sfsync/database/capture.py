@@ -210,3 +210,51 @@ def render_drop_capture(schema: str, table: str) -> list[sql.Composed]:
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER_NAME), sql.Identifier(schema, table)),
         sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, function_name(table))),
     ]
+
+
+def render_backfill_capture(spec: CaptureSpec, outbox_table: str, *, linked: bool) -> sql.Composed:
+    """Outbox rows for existing rows of the table, shaped as the capture trigger writes them, for a first
+    sync (:mod:`producers.firstsync`): rows that predate the trigger were never captured.
+
+    Parameter ``%(keys)s``: the local keys as text. ``linked=False``: an ``insert`` row listing every
+    outbound column (the relay makes it a create). ``linked=True`` (the row was just linked to an existing
+    Salesforce record): an ``update`` row listing only the outbound columns that hold a value (non-NULL,
+    not ``''``), so an empty local field never blanks a filled Salesforce one; a row with none is left
+    out. The caller notifies the relay (:func:`render_notify`) in the same transaction.
+    """
+    row_columns = [spec.local_key, spec.sfid_column, *spec.columns]
+    t = sql.Identifier(spec.schema, spec.table)
+    if linked:
+        parts = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN r.{c} IS NULL OR r.{c}::text = '' THEN NULL ELSE {lit} END").format(
+                c=sql.Identifier(c), lit=sql.Literal(c))
+            for c in spec.outbound
+        ) if spec.outbound else sql.SQL("NULL")
+        changed: sql.Composable = sql.SQL("array_remove(ARRAY[{}]::text[], NULL)").format(parts)
+    else:
+        changed = _text_array(spec.outbound)
+    query = sql.SQL(
+        """WITH rows AS (
+  SELECT r.{key}::text AS local_key, {changed} AS changed, {new_row} AS new_values
+    FROM {t} r WHERE r.{key}::text = ANY(%(keys)s::text[])
+)
+INSERT INTO {outbox} (table_name, local_key, operation, changed_columns, new_values)
+SELECT {table}, local_key, {op}, changed, new_values FROM rows
+ WHERE cardinality(changed) > 0 OR NOT {linked}
+ ORDER BY local_key"""
+    ).format(
+        key=sql.Identifier(spec.local_key),
+        changed=changed,
+        new_row=_jsonb_object("r", row_columns),
+        t=t,
+        outbox=sql.Identifier(spec.schema, outbox_table),
+        table=sql.Literal(spec.table),
+        op=sql.Literal("update" if linked else "insert"),
+        linked=sql.Literal(linked),
+    )
+    return query
+
+
+def render_notify(channel: str, table: str) -> sql.Composed:
+    """The relay's wake-up, as the capture trigger sends it (one per transaction is enough)."""
+    return sql.SQL("SELECT pg_notify({}, {})").format(sql.Literal(channel), sql.Literal(table))

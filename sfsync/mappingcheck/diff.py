@@ -310,10 +310,11 @@ def _key_changes(path: str, a: ObjectMapping, b: ObjectMapping, syncs: frozenset
                            a.sfid_column, b.sfid_column, filler,
                            f"{b.sfid_column} holds no Salesforce ids yet: each record re-links by its external id"))
     if a.match_key != b.match_key:
-        old_key = f"{a.match_key.column} = {a.match_key.field}" if a.match_key else None
-        new_key = f"{b.match_key.column} = {b.match_key.field}" if b.match_key else None
+        old_key = ", ".join(f"{k.column} = {k.field}" for k in a.match_key) if a.match_key else None
+        new_key = ", ".join(f"{k.column} = {k.field}" for k in b.match_key) if b.match_key else None
         out.append(_change(f"{path}.match_key", ChangeKind.KEY, _arrow(old_key, new_key), a.match_key,
-                           b.match_key, (), "first-sync linking by a match key is not built"))
+                           b.match_key, (), "the key `sfsync backfill` pairs unlinked records on; linked "
+                           "records keep their link"))
     return out
 
 

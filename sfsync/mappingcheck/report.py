@@ -24,7 +24,7 @@ def problem_lines(report: Report) -> list[str]:
     return lines
 
 
-def summary_table(report: Report, title: str) -> RichTable:
+def summary_table(report: Report, title: str | None = None) -> RichTable:
     """One row per mapped object: table, field counts per direction, errors, warnings."""
     table = RichTable(title=title)
     for col in ("object", "table", "fields", "to salesforce", "to local", "errors", "warnings", "state"):

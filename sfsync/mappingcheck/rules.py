@@ -318,13 +318,13 @@ def _check_keys(out: _Collector, name: str, obj: ObjectMapping, sf: SfObject | N
             if key.max_length is not None and key.max_length > ext.length:
                 out.error(f"{base}.external_id_field", f"local key {obj.local_key} is {key.shown_type}, longer "
                           f"than {ext.name} allows ({ext.length})", where)
-    if obj.match_key is not None:
-        if sf is not None and sf.get(obj.match_key.field) is None:
-            out.error(f"{base}.match_key.field", f"{name} has no field {obj.match_key.field}"
-                      + sf.suggest(obj.match_key.field), f"{name}.{obj.match_key.field}")
-        if table is not None and obj.match_key.column not in table.columns:
-            out.error(f"{base}.match_key.column", f"table {schema}.{obj.table} has no column "
-                      f"{obj.match_key.column}" + table.suggest(obj.match_key.column))
+    for i, pair in enumerate(obj.match_key or ()):
+        if sf is not None and sf.get(pair.field) is None:
+            out.error(f"{base}.match_key[{i}].field", f"{name} has no field {pair.field}"
+                      + sf.suggest(pair.field), f"{name}.{pair.field}")
+        if table is not None and pair.column not in table.columns:
+            out.error(f"{base}.match_key[{i}].column", f"table {schema}.{obj.table} has no column "
+                      f"{pair.column}" + table.suggest(pair.column))
 
 
 def _check_field(out: _Collector, objects: Mapping[str, ObjectMapping], name: str, obj: ObjectMapping, i: int,

@@ -90,7 +90,6 @@ def test_lookups_reference_the_right_object_and_a_mapped_one() -> None:
 
 
 def test_keys_and_sfid_column() -> None:
-    # (match_key is refused by the config until first-sync linking is built; its checks wait for it)
     problems = run([{"column": "email", "field": "Email"}], {"email": "text"}, external_id_field="LastName")
     assert [p[0] for p in problems] == ["objects.Contact.external_id_field"]
     short_sfid = Table("contacts", {"id": Column("id", "bigint"), "email": Column("email", "text"),
@@ -99,6 +98,16 @@ def test_keys_and_sfid_column() -> None:
                            {"contacts": short_sfid})
     assert [(p.path, p.message) for p in report.problems if p.path.startswith("objects.Contact")] == [
         ("objects.Contact.sfid_column", "column sfid is character varying(15); Salesforce ids have 18 characters")]
+
+
+def test_a_match_key_names_a_column_of_the_table_and_a_field_of_the_object() -> None:
+    fields = [{"column": "email", "field": "Email"}]
+    assert run(fields, {"email": "text", "last_name": "text"},
+               match_key=[{"column": "email", "field": "Email"}, {"column": "last_name", "field": "LastName"}]) == []
+    problems = run(fields, {"email": "text"}, match_key={"column": "emial", "field": "Emial"})
+    assert [(p[0], p[1]) for p in problems] == [("objects.Contact.match_key[0].field", "error"),
+                                                ("objects.Contact.match_key[0].column", "error")]
+    assert "Contact has no field Emial" in problems[0][2] and "no column emial" in problems[1][2]
 
 
 def test_missing_object_table_and_skipped_sides() -> None:
