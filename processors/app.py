@@ -397,14 +397,17 @@ def watch_health(app: faust.App, health: Health) -> None:
         assigned.clear()
         assigned.update(args[0] if args else _kw.get("assigned", ()))
         health.mark("group", False, f"{len(assigned)} partition(s) assigned; recovering tables")
+        log.info("assigned %d partition(s); recovering tables", len(assigned))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
         health.mark("group", False, "rebalancing")
+        log.info("partitions revoked: rebalancing")
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _complete(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
         health.mark("group", bool(assigned), f"joined; {len(assigned)} partition(s) assigned, tables recovered")
+        log.info("rebalance complete: %d partition(s), tables recovered", len(assigned))
 
     @app.timer(interval=1.0)
     async def _beat() -> None:

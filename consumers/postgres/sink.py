@@ -69,7 +69,7 @@ from consumers.postgres.plan import (
     plan_batch,
     sfids_by_table,
 )
-from sfsync.config import SfsyncConfig
+from sfsync.config import DeletePolicy, SfsyncConfig
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
 from sfsync.database.connect import connect
 from sfsync.failures import Failure, FailureKind
@@ -379,6 +379,11 @@ class PostgresSink:
         if keyed:
             cur = self._run(conn, statements.update_by_key(plan, columns, plans), [docs[i] for i in keyed])
             matched = {keyed[int(row[0]) - 1] for row in cur.fetchall()}
+            remaining = [i for i in remaining if i not in matched]
+        unkeyed = [i for i in remaining if ops[i].sfid]
+        if unkeyed and plan.delete_policy is DeletePolicy.UNLINK:
+            cur = self._run(conn, statements.relink_unlinked(plan, columns, plans), [docs[i] for i in unkeyed])
+            matched = {unkeyed[int(row[0]) - 1] for row in cur.fetchall()}
             remaining = [i for i in remaining if i not in matched]
         failures = [
             (ops[i], Failure(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from psycopg import sql
 
 from consumers.postgres.plan import ObjectPlan
+from sfsync.database.schema import UNLINKED_TABLE
 
 ORDINAL = "_sfsync_n"
 
@@ -110,9 +111,39 @@ def delete_by_sfid(plan: ObjectPlan, plans: Mapping[str, ObjectPlan]) -> sql.Com
 
 
 def unlink_by_sfid(plan: ObjectPlan, plans: Mapping[str, ObjectPlan]) -> sql.Composed:
-    """Clear the sfid of the rows holding the commands' sfids (the rows stay)."""
-    return sql.SQL("UPDATE {t} AS t SET {s} = NULL FROM ({src}) AS s WHERE t.{s} = s.{s}").format(
-        t=_t(plan), src=source(plan, (), plans), s=sql.Identifier(plan.sfid_column)
+    """Clear the sfid of the rows holding the commands' sfids (the rows stay), and remember which row held
+    which sfid (:data:`~sfsync.database.schema.UNLINKED_TABLE`) for :func:`relink_unlinked`."""
+    return sql.SQL(
+        "WITH u AS (UPDATE {t} AS t SET {s} = NULL FROM ({src}) AS s WHERE t.{s} = s.{s} "
+        "RETURNING s.{s} AS sfid, t.{k}::text AS local_key) "
+        "INSERT INTO {unlinked} (object, sfid, local_key) SELECT {obj}, sfid, local_key FROM u "
+        "ON CONFLICT (object, sfid) DO UPDATE SET local_key = EXCLUDED.local_key, unlinked_at = now()"
+    ).format(
+        t=_t(plan), src=source(plan, (), plans), s=sql.Identifier(plan.sfid_column),
+        k=sql.Identifier(plan.local_key), unlinked=sql.Identifier(plan.schema, UNLINKED_TABLE),
+        obj=sql.Literal(plan.name),
+    )
+
+
+def relink_unlinked(plan: ObjectPlan, columns: Sequence[str], plans: Mapping[str, ObjectPlan]) -> sql.Composed:
+    """Write the commands whose sfid a row held before it was unlinked onto that row, linking it again (an
+    undelete); ``RETURNING`` the matched ordinals. The row must still exist, hold no sfid, and no other row
+    may hold the sfid. Matched memories are removed."""
+    s = sql.Identifier(plan.sfid_column)
+    k = sql.Identifier(plan.local_key)
+    unlinked = sql.Identifier(plan.schema, UNLINKED_TABLE)
+    sets: list[sql.Composable] = [sql.SQL("{s} = m.{s}").format(s=s)]
+    sets += [sql.SQL("{c} = m.{c}").format(c=sql.Identifier(c)) for c in columns]
+    return sql.SQL(
+        "WITH m AS (SELECT s.*, u.local_key AS _sfsync_key FROM ({src}) AS s "
+        "JOIN {unlinked} AS u ON u.object = {obj} AND u.sfid = s.{s}), "
+        "done AS (UPDATE {t} AS t SET {sets} FROM m WHERE t.{k}::text = m._sfsync_key AND t.{s} IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM {t} AS x WHERE x.{s} = m.{s}) RETURNING m.{n}, m.{s}), "
+        "gone AS (DELETE FROM {unlinked} AS u USING done WHERE u.object = {obj} AND u.sfid = done.{s}) "
+        "SELECT {n} FROM done"
+    ).format(
+        t=_t(plan), sets=sql.SQL(", ").join(sets), src=source(plan, columns, plans), k=k, s=s,
+        n=sql.Identifier(ORDINAL), unlinked=unlinked, obj=sql.Literal(plan.name),
     )
 
 

@@ -118,6 +118,24 @@ def render_versions(schema: str) -> sql.Composed:
     ).format(t=sql.Identifier(schema, VERSIONS_TABLE))
 
 
+#: Rows the PostgreSQL sink unlinked (``delete_policy: unlink``, a Salesforce delete): which local row held
+#: which sfid, so an undelete of that record relinks the same row instead of inserting a second one.
+UNLINKED_TABLE = "sfsync_unlinked"
+
+
+def render_unlinked(schema: str) -> sql.Composed:
+    """``CREATE TABLE IF NOT EXISTS`` of the unlinked-rows memory (see :data:`UNLINKED_TABLE`)."""
+    return sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {t} (
+  object text NOT NULL,
+  sfid text NOT NULL,
+  local_key text NOT NULL,
+  unlinked_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (object, sfid)
+)"""
+    ).format(t=sql.Identifier(schema, UNLINKED_TABLE))
+
+
 def render_archive(schema: str, outbox_table: str) -> list[sql.Composed]:
     """``CREATE TABLE/INDEX IF NOT EXISTS`` of the outbox archive (relayed rows, pruned by age)."""
     archive = archive_table_name(outbox_table)
@@ -306,7 +324,8 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
             done.append(f"created schema {schema}")
         own = ((outbox, [render_outbox(schema, outbox), render_seen_versions_column(schema, outbox)]),
                (archive, [*render_archive(schema, outbox), render_seen_versions_column(schema, archive)]),
-               (VERSIONS_TABLE, [render_versions(schema)]))
+               (VERSIONS_TABLE, [render_versions(schema)]),
+               (UNLINKED_TABLE, [render_unlinked(schema)]))
         for table, statements in own:
             existed = _exists(conn, schema, table)
             for stmt in statements:
@@ -362,7 +381,8 @@ def uninstall(conn: psycopg.Connection, cfg: SfsyncConfig, drop_outbox: bool = F
             conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, fn)))
             done.append(f"removed function {schema}.{fn}")
         if drop_outbox:
-            for table in (cfg.postgres.outbox_table, archive_table_name(cfg.postgres.outbox_table), VERSIONS_TABLE):
+            for table in (cfg.postgres.outbox_table, archive_table_name(cfg.postgres.outbox_table), VERSIONS_TABLE,
+                          UNLINKED_TABLE):
                 if _exists(conn, schema, table):
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
                     done.append(f"dropped table {schema}.{table}")

@@ -11,7 +11,7 @@ from psycopg import sql
 from sfsync.config import SfsyncConfig
 from sfsync.database import ORIGIN_MARKER, SchemaError, drop_schema, init_schema
 from sfsync.database.capture import capture_spec, function_name, render_capture_function
-from sfsync.database.schema import VERSIONS_TABLE, archive_table_name
+from sfsync.database.schema import UNLINKED_TABLE, VERSIONS_TABLE, archive_table_name
 from sfsync.database.testing import DEMO_OBJECTS, make_config
 
 
@@ -59,7 +59,7 @@ def test_init_twice_gives_the_same_state(cfg: SfsyncConfig, postgres_dsn: str, s
     assert {name for name, _ in before["functions"]} == {function_name(t) for t in ("accounts", "contacts", "cases")}
     tables = {t for t, *_ in before["columns"]}
     assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox"),
-                      VERSIONS_TABLE}
+                      VERSIONS_TABLE, UNLINKED_TABLE}
 
 
 def test_trigger_fires_only_when_an_outbound_column_changes(postgres_dsn: str, schema: str) -> None:
@@ -154,7 +154,7 @@ def test_mapping_change_converges_and_drop_removes_only_sfsync_objects(
         after = snapshot(conn, schema)
         assert after["triggers"] == [] and after["functions"] == []
         assert {t for t, *_ in after["columns"]} == {"accounts", "contacts", "cases", "sfsync_outbox",
-                                                      archive_table_name("sfsync_outbox"), VERSIONS_TABLE}
+                                                      archive_table_name("sfsync_outbox"), VERSIONS_TABLE, UNLINKED_TABLE}
         conn.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('after drop')")
         assert len(outbox(conn, cfg)) == 2
     drop_schema(cfg, drop_outbox=True)

@@ -187,9 +187,20 @@ def test_delete_policies(postgres_dsn: str, schema: str) -> None:
         assert (contact["sfid"], contact["last_name"], contact["account_id"]) == ("003A", "C", None)
         (case,) = rows(cfg, "cases")  # unlink: the row stays, without its sfid
         assert (case["sfid"], case["subject"]) == (None, "S")
-        # a later undelete of the unlinked case makes a new linked row; the unlinked one stays local
+        # a later undelete of the unlinked case links the same row again (no second row), with its values
         assert sink.write([cmd("Case", "500A", {"subject": "S2"}, op=ApplyOperation.UNDELETE)]) == [None]
-        assert [(r["sfid"], r["subject"]) for r in rows(cfg, "cases")] == [(None, "S"), ("500A", "S2")]
+        assert [(r["id"], r["sfid"], r["subject"]) for r in rows(cfg, "cases")] == [(case["id"], "500A", "S2")]
+        # the memory is used once: deleted and undeleted again, it relinks again
+        assert sink.write([delete("Case", "500A")]) == [None]
+        assert sink.write([cmd("Case", "500A", {"subject": "S3"})]) == [None]
+        assert [(r["id"], r["sfid"], r["subject"]) for r in rows(cfg, "cases")] == [(case["id"], "500A", "S3")]
+        # a row deleted locally meanwhile is not resurrected: the undelete inserts a new row
+        assert sink.write([delete("Case", "500A")]) == [None]
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # (not captured: the test's own write)
+            conn.execute("select set_config('sfsync.origin', 'sfsync', false)")
+            conn.execute(f'delete from "{schema}".cases')
+        assert sink.write([cmd("Case", "500A", {"subject": "S4"})]) == [None]
+        assert [(r["sfid"], r["subject"]) for r in rows(cfg, "cases")] == [("500A", "S4")]
         assert outbox_count(cfg) == 0
     finally:
         sink.close()
