@@ -154,7 +154,8 @@ def test_mapping_change_converges_and_drop_removes_only_sfsync_objects(
         after = snapshot(conn, schema)
         assert after["triggers"] == [] and after["functions"] == []
         assert {t for t, *_ in after["columns"]} == {"accounts", "contacts", "cases", "sfsync_outbox",
-                                                      archive_table_name("sfsync_outbox"), VERSIONS_TABLE, UNLINKED_TABLE}
+                                                      archive_table_name("sfsync_outbox"), VERSIONS_TABLE,
+                                                      UNLINKED_TABLE}
         conn.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('after drop')")
         assert len(outbox(conn, cfg)) == 2
     drop_schema(cfg, drop_outbox=True)
