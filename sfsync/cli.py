@@ -33,6 +33,34 @@ app.add_typer(mapping_app, name="mapping")
 
 console = Console()
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from sfsync import __version__
+
+        try:
+            installed = version("sfsync")
+        except PackageNotFoundError:
+            installed = __version__
+        typer.echo(f"sfsync {installed}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Two-way Salesforce <-> PostgreSQL sync over Kafka."""
+    import logging
+
+    from sfsync.kafka.settings import LIBRDKAFKA_LOG
+
+    # librdkafka's lines reach Python logging; a command reports failures itself, and only `run` (which
+    # configures logging) shows them
+    if not LIBRDKAFKA_LOG.handlers:
+        LIBRDKAFKA_LOG.addHandler(logging.NullHandler())
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Config file (default ./sfsync.yaml, env SFSYNC_CONFIG)."),
@@ -47,10 +75,13 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path | None) -> SfsyncConfig:
+def _load(path: Path | None, *, require_file: bool = False) -> SfsyncConfig:
     try:
-        return load_config(path)
+        return load_config(path, require_file=require_file)
     except ConfigError as e:
+        if require_file and path is None and not e.problems[0].path:
+            raise _fail(f"no config file: {resolve_config_path(None)} does not exist (pass --config FILE or set "
+                        "SFSYNC_CONFIG)", 2) from None
         raise _fail(str(e), 2) from None
 
 
@@ -189,10 +220,11 @@ def run(
 
     if role not in ROLES:
         raise _fail(f"unknown role {role!r}; one of: {', '.join(ROLES)}", 2)
-    cfg = _load(config)
+    cfg = _load(config, require_file=True)
     logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     if check_mapping:
         mapping_gate(cfg, role)
+    _require_broker(cfg, role)
     # the faust worker handles its own signals
     stop = threading.Event() if role == "processor" else stop_on_signals()
     health = Health(role, READINESS[role])
@@ -388,10 +420,34 @@ def mapping_diff(
         raise typer.Exit(3)
 
 
+#: the sides each role cannot start without, besides Kafka (the mapping check reaches them first)
+NEEDS: dict[str, tuple[str, ...]] = {
+    "salesforce-producer": ("salesforce",), "postgres-producer": ("postgres",), "postgres-sink": ("postgres",),
+    "salesforce-sink": ("salesforce", "postgres"),
+}
+
+
+def _require_broker(cfg: SfsyncConfig, role: str, timeout: float = 15.0) -> None:
+    """A role starts only against a broker that answers: else one line naming it, exit 2 (once started, a
+    role rides out a broker outage with retries)."""
+    from confluent_kafka.admin import AdminClient
+
+    from sfsync.kafka.settings import admin_settings
+
+    try:
+        AdminClient(admin_settings(cfg.kafka)).list_topics(timeout=timeout)
+    except Exception as e:  # KafkaException: the broker did not answer in time
+        first = e.args[0] if e.args else e
+        reason = first.str() if hasattr(first, "str") else str(first)
+        raise _fail(f"{role} cannot start: cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {reason}",
+                    2) from None
+
+
 def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
     """What every role runs before it starts: the mapping check. Errors: print them (the same lines as
-    ``mapping check``), log them, exit 2. A side that cannot be reached is logged and the role starts (it
-    waits out an unreachable target like any outage)."""
+    ``mapping check``), log them, exit 2. A side the role needs (:data:`NEEDS`) that cannot be reached
+    (down, refused credentials) is one line and exit 2: a role starts only against what it writes to or
+    reads from, and rides out outages only once started. Other unreachable sides are logged."""
     import logging
 
     from sfsync.mappingcheck import problem_lines
@@ -407,6 +463,11 @@ def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
         log.error("%s refuses to start: %d mapping error(s), listed above; see sfsync mapping check", role,
                   len(report.errors))
         raise typer.Exit(2)
+    for side in NEEDS.get(role, ()):
+        for skipped in report.skipped:
+            if skipped.startswith(f"{side}:"):
+                typer.secho(f"{role} cannot start: {skipped}", err=True, fg=typer.colors.RED)
+                raise typer.Exit(2)
     for line in lines:
         log.warning("mapping check: %s", line.strip())
 

@@ -8,11 +8,16 @@ never logged: :func:`redacted` is what may be printed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sfsync.config import KafkaConfig, SaslMechanism
 
 _SECRET_KEYS = ("sasl.password", "ssl.key.password", "sasl.oauthbearer.client.secret")
+
+
+#: The logger librdkafka's log lines reach (level and handlers from the role's logging setup).
+LIBRDKAFKA_LOG = logging.getLogger("sfsync.librdkafka")
 
 
 def common_settings(cfg: KafkaConfig, client_suffix: str = "") -> dict[str, Any]:
@@ -21,6 +26,8 @@ def common_settings(cfg: KafkaConfig, client_suffix: str = "") -> dict[str, Any]
         "bootstrap.servers": cfg.bootstrap_servers,
         "security.protocol": cfg.security_protocol.value,
         "client.id": f"{cfg.client_id}-{client_suffix}" if client_suffix else cfg.client_id,
+        # librdkafka's own log lines go through Python logging (``sfsync.librdkafka``), never raw to stderr
+        "logger": LIBRDKAFKA_LOG,
     }
     if cfg.ssl_ca_location:
         out["ssl.ca.location"] = str(cfg.ssl_ca_location)
