@@ -7,7 +7,10 @@ random role (processor, either sink, either producer) is killed with SIGKILL at 
 the changes flow, and started again. After each round, once the pipeline is quiet: every mapped field
 is equal on both sides and equal to its last write, neither side holds a duplicate, the outbox is empty.
 
-In the default run (about a minute). The seed is printed (and in every failure message, with the
+Marked ``soak`` (``python -m pytest -m soak tests/e2e/test_kill_random.py``, about a minute): it passes on
+its own (8 of 8 random seeds at stop 18), but in the full run it leaves the session's embedded broker slower
+(its cost per transaction grows with what a topic holds, docs/performance.md) and the processor-worker
+restart tests after it then hung twice in faust's group rejoin. The seed is printed (and in every failure message, with the
 history of the record that differs); ``SFSYNC_KILL_SEED=<seed>`` replays a run, e.g.
 ``SFSYNC_KILL_SEED=2028258776 python -m pytest -s tests/e2e/test_kill_random.py`` (the seed that found the
 processor deciding changes out of order after a restart, and a replay re-sending an old value under a newer
@@ -165,6 +168,7 @@ def write_round(p: Any, rnd: int, rng: random.Random, expected: dict[str, dict[s
                 conn.execute(f"update {table} set {sets} where sfid = %s", [*values.values(), sfid])
 
 
+@pytest.mark.soak
 def test_random_kills_lose_nothing_in_either_direction(pipeline: Any) -> None:
     seed = int(os.environ.get("SFSYNC_KILL_SEED") or random.SystemRandom().randrange(2**32))
     print(f"randomized kill test: SFSYNC_KILL_SEED={seed}")
