@@ -10,7 +10,8 @@ is equal on both sides and equal to its last write, neither side holds a duplica
 Marked ``soak`` (``python -m pytest -m soak tests/e2e/test_kill_random.py``, about a minute): it passes on
 its own (8 of 8 random seeds at stop 18), but in the full run it leaves the session's embedded broker slower
 (its cost per transaction grows with what a topic holds, docs/performance.md) and the processor-worker
-restart tests after it then hung twice in faust's group rejoin. The seed is printed (and in every failure message, with the
+restart tests after it then hung twice in faust's group rejoin. The seed is printed (and in every failure
+message, with the
 history of the record that differs); ``SFSYNC_KILL_SEED=<seed>`` replays a run, e.g.
 ``SFSYNC_KILL_SEED=2028258776 python -m pytest -s tests/e2e/test_kill_random.py`` (the seed that found the
 processor deciding changes out of order after a restart, and a replay re-sending an old value under a newer
