@@ -66,7 +66,7 @@ from processors.state import SourcePosition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
-from sfsync.health import Health
+from sfsync.health import Health, JoinWatch, watch_join
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
@@ -414,12 +414,30 @@ def watch_health(app: faust.App, health: Health) -> None:
         health.beat()
 
 
+def restart_stuck_join(app: faust.App, watch: JoinWatch) -> None:
+    """Feed ``watch`` from the worker's group membership: joining from the start and at every
+    revocation, joined at every assignment (even an empty one). Table recovery after the assignment is
+    not timed: it can rightly take long."""
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _assigned(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        watch.joined()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _revoked(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        watch.joining("revocation")
+
+
 def run(cfg: SfsyncConfig, loglevel: str = "warn", health: Health | None = None) -> None:
-    """Run one processor worker until SIGINT/SIGTERM (faust handles both)."""
+    """Run one processor worker until SIGINT/SIGTERM (faust handles both), or until its group join is
+    stuck for ``kafka.join_timeout_ms`` (exit 75, :data:`sfsync.health.RESTART_EXIT_CODE`)."""
     use_uvloop()
     app, stats = build_app(cfg)
     if health is not None:
         watch_health(app, health)
+    watch = JoinWatch(cfg.kafka.join_timeout_ms / 1000)
+    restart_stuck_join(app, watch)
+    watch_join(watch, "processor")
 
     @app.task
     async def quiet_libraries() -> None:

@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 log = logging.getLogger("sfsync.health")
+
+#: Exit code of a role that stops itself so that its supervisor starts it again (``EX_TEMPFAIL``): the
+#: cause is transient and a fresh process clears it (a consumer-group join that never completes). Such a
+#: role exits without committing anything it had not acknowledged, exactly as after ``kill -9``.
+#: ``sfsync dev`` and :class:`sfsync.devstack.roles.RoleSet` restart it; Kubernetes restarts any exit.
+RESTART_EXIT_CODE = 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +135,72 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+@dataclass
+class JoinWatch:
+    """How long a consumer has been without a partition assignment, and whether that is too long.
+
+    A group member is *joining* from its start and from every revocation until the group assigns it
+    partitions (possibly none: an idle standby is joined). A join that never completes leaves the member
+    alive and silent: seen with faust/aiokafka against the embedded broker after a restart ("Error sending
+    JoinGroupRequest ... marking coordinator dead", then nothing). Nothing else recovers it, so past
+    ``timeout_s`` the role exits (:func:`watch_join`) and its supervisor starts a fresh one.
+    Thread-safe: the consumer's callbacks mark, a watchdog thread reads. ``clock`` is injectable for tests.
+    """
+
+    timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+    _since: float | None = field(default=None, init=False)
+    _cause: str = field(default="start", init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._since = self.clock()
+
+    def joining(self, cause: str) -> None:
+        """The member lost its assignment (``cause``: e.g. ``"revocation"``) and is joining again."""
+        with self._lock:
+            if self._since is None:
+                self._since, self._cause = self.clock(), cause
+
+    def joined(self) -> None:
+        """The group assigned this member its partitions (any number, zero included)."""
+        with self._lock:
+            self._since = None
+
+    def overdue(self) -> str | None:
+        """``None`` while joined or within the timeout; else why the member must restart."""
+        with self._lock:
+            since, cause = self._since, self._cause
+        if since is None:
+            return None
+        waited = self.clock() - since
+        if waited <= self.timeout_s:
+            return None
+        return (f"no partition assignment for {waited:.0f} s since {cause} (kafka.join_timeout_ms is "
+                f"{self.timeout_s * 1000:.0f}): the consumer-group join is stuck; exiting with "
+                f"{RESTART_EXIT_CODE} so the supervisor starts a fresh worker (nothing unacknowledged was "
+                f"committed)")
+
+
+def watch_join(watch: JoinWatch, role: str, interval_s: float = 1.0,
+               exit: Callable[[int], object] = os._exit) -> threading.Thread:
+    """Start a daemon thread that ends the process with :data:`RESTART_EXIT_CODE` once ``watch`` is
+    overdue. A thread, not a task of the role's event loop: a stuck join may happen before that loop
+    runs timers, and the exit must not wait for the loop (``os._exit``: no cleanup that could block)."""
+
+    def loop() -> None:
+        while True:
+            why = watch.overdue()
+            if why is not None:
+                log.error("%s: %s", role, why)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                exit(RESTART_EXIT_CODE)
+                return
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name=f"join-watch-{role}", daemon=True)
+    thread.start()
+    return thread

@@ -41,24 +41,10 @@ def docker_available() -> bool:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory, docker_available: bool) -> Iterator[str]:
     """Bootstrap servers of a real Kafka-protocol broker."""
-    named = os.environ.get("SFSYNC_TEST_KAFKA")
-    if named:
-        yield named
-        return
-    if docker_available:
-        from testcontainers.kafka import KafkaContainer
+    from kafka_helpers import running_broker
 
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
-        return
-    from sfsync.devstack.broker import EmbeddedBroker
-
-    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log")
-    broker.start()
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
+    with running_broker(tmp_path_factory, docker_available, "broker") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +247,7 @@ class Pipeline:
 
         No canary record: a test's first change meets consumers that own their partitions already.
         """
-        self.roles.wait_ready()
+        self.roles.wait_ready(timeout=300.0)  # past the dev join_timeout_ms: a stuck join restarts
 
     def stop(self) -> None:
         self.roles.stop_all()

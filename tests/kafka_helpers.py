@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -36,3 +40,28 @@ def produce(cfg: KafkaConfig, topic: str, records: list[tuple[int, bytes | None,
                          on_delivery=lambda err, _msg: failures.append(err) if err else None)
     assert producer.flush(30) == 0
     assert failures == []
+
+
+@contextmanager
+def running_broker(tmp_path_factory: pytest.TempPathFactory, docker_available: bool, name: str) -> Iterator[str]:
+    """Bootstrap servers of a real Kafka-protocol broker, in the conftest's order of preference: the one
+    ``SFSYNC_TEST_KAFKA`` names (shared, not started here), a Kafka container, the embedded broker
+    (its log in a temporary directory called ``name``)."""
+    named = os.environ.get("SFSYNC_TEST_KAFKA")
+    if named:
+        yield named
+        return
+    if docker_available:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    from sfsync.devstack.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp(name) / "broker.log")
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()

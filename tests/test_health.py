@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from sfsync.health import Health, HealthServer
+from sfsync.health import RESTART_EXIT_CODE, Health, HealthServer, JoinWatch, watch_join
 
 
 @pytest.fixture
@@ -58,3 +59,49 @@ def test_a_silent_loop_is_not_alive() -> None:
 def test_unknown_path_names_the_probes(served: tuple[Health, str]) -> None:
     status, body = get(served[1] + "/metricz")
     assert status == 404 and "/healthz" in str(body["error"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_join_is_overdue_only_while_unassigned_past_the_timeout() -> None:
+    clock = Clock()
+    watch = JoinWatch(30.0, clock=clock)
+    clock.now += 30.0
+    assert watch.overdue() is None  # at the limit: still waiting
+    watch.joined()
+    clock.now += 1000.0
+    assert watch.overdue() is None  # joined (an empty assignment counts): never overdue
+    watch.joining("revocation")
+    clock.now += 20.0
+    watch.joining("revocation")  # a second revocation while joining does not restart the clock
+    clock.now += 11.0
+    why = watch.overdue()
+    assert why is not None and "31 s since revocation" in why and str(RESTART_EXIT_CODE) in why
+
+
+def test_from_start_the_first_join_is_timed_too() -> None:
+    clock = Clock()
+    watch = JoinWatch(5.0, clock=clock)
+    clock.now += 6.0
+    assert "since start" in (watch.overdue() or "")
+
+
+def test_the_watchdog_exits_with_the_restart_code_once_overdue() -> None:
+    clock = Clock()
+    watch = JoinWatch(5.0, clock=clock)
+    exited = threading.Event()
+    codes: list[int] = []
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        exited.set()
+
+    watch_join(watch, "processor", interval_s=0.01, exit=exit_)
+    clock.now += 6.0
+    assert exited.wait(30) and codes == [RESTART_EXIT_CODE]

@@ -85,6 +85,10 @@ class KafkaConfig(_Strict):
     dlq_retention_ms: int = -1
     session_timeout_ms: int = Field(45_000, ge=1_000, le=3_600_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
+    #: how long a processor worker may stay without a partition assignment (from its start or a
+    #: revocation) before it exits with 75 for its supervisor to restart it: a stuck group join
+    #: (docs/kafka.md). Keep it well above ``session_timeout_ms``: a healthy join may wait about that long.
+    join_timeout_ms: int = Field(300_000, ge=1_000)
     fetch_wait_max_ms: int = Field(100, ge=0, le=10_000)
     client_id: str = "sfsync"
     schema_registry: SchemaRegistryConfig | None = None

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from sfsync.devstack.process import free_port, spawn, stop_process
+from sfsync.health import RESTART_EXIT_CODE
 
 log = logging.getLogger("sfsync.dev")
 
@@ -64,12 +65,19 @@ class RoleSet:
 
     def wait_ready(self, timeout: float = 120.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Wait until every role (or ``names``) answers ``/readyz``; their reports. Raises naming the laggards
-        (and a role that exited, with its log) when ``timeout`` passes first."""
+        (and a role that exited, with its log) when ``timeout`` passes first. A role that stopped itself
+        asking for a restart (exit :data:`~sfsync.health.RESTART_EXIT_CODE`) is started again, as its
+        supervisor would."""
         pending = list(names or self.procs)
         reports: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         while pending:
             for name in list(pending):
+                if self.procs[name].poll() == RESTART_EXIT_CODE:
+                    log.warning("role %s asked for a restart (exit %d); restarting (log: %s)", name,
+                                RESTART_EXIT_CODE, self.log_path(name))
+                    self.start(name)
+                    continue
                 if self.procs[name].poll() is not None:
                     raise RoleNotReady(f"role {name} exited with {self.procs[name].returncode} before it was "
                                        f"ready; log: {self.log_path(name)}")

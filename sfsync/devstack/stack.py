@@ -33,6 +33,9 @@ DEV_KAFKA = {
     "session_timeout_ms": 6000,
     "heartbeat_interval_ms": 500,
     "fetch_wait_max_ms": 100,
+    # a join takes ~3 s with the session timeout above, but up to ~40 s after a member died mid-join
+    # (faust's 60 s rebalance timeout); one stuck for 2 minutes is restarted (docs/kafka.md)
+    "join_timeout_ms": 120_000,
 }
 
 

@@ -78,7 +78,8 @@ class ProcessorHarness:
     def start(self) -> None:
         """Start the worker and wait until it answers ``/readyz`` (joined, assigned, tables recovered)."""
         self.roles.start(ROLE)
-        self.roles.wait_ready(timeout=HANG_GUARD_S, names=[ROLE])
+        # longer than the dev stack's kafka.join_timeout_ms: a stuck join is restarted, not failed
+        self.roles.wait_ready(timeout=3 * HANG_GUARD_S, names=[ROLE])
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stop the worker with ``sig``; its exit code."""
@@ -561,3 +562,33 @@ def test_a_change_that_loses_a_conflict_is_recorded_in_the_records_status(
     assert status.state is SyncState.CONFLICT
     assert "'REMOTE' lost to 'LOCAL' (local_wins" in (status.last_error or ""), status.last_error
     assert all(c.values.get("title") != "REMOTE" for c in h.commands(h.names.apply_local))
+
+
+def test_a_worker_whose_group_join_is_stuck_exits_for_its_supervisor_to_restart(
+        processor_harness: ProcessorHarness) -> None:
+    """A group join that never completes left the worker alive and silent: in full test runs a restarted
+    worker logged aiokafka's "Error sending JoinGroupRequest ... marking coordinator dead" and then nothing,
+    until the test's hang guard. Here the join is merely slow (the embedded broker holds a join for about
+    half the session timeout: 10 s) and ``kafka.join_timeout_ms`` short (3 s): the worker exits with 75
+    (``RESTART_EXIT_CODE``) naming the cause, and :meth:`RoleSet.wait_ready`, acting as the supervisor,
+    starts it again (with the fixed config it joins and gets ready). The broker holds the next join until
+    the member that died mid-join is gone (about 40 s here): ``join_timeout_ms`` must exceed that, or the
+    restarts would keep the group rebalancing (the dev stack uses 120 s).
+
+    Failed before the fix: nothing timed the join; the worker waited as long as the group made it wait.
+    """
+    from sfsync.health import RESTART_EXIT_CODE
+
+    h = processor_harness
+    h.raw["kafka"].update(session_timeout_ms=20_000, heartbeat_interval_ms=1_000, join_timeout_ms=3_000)
+    h.write_config()
+    h.roles.start(ROLE)
+    assert h.roles.procs[ROLE].wait(HANG_GUARD_S) == RESTART_EXIT_CODE, h.log()
+    assert "consumer-group join is stuck" in h.log() and "since start" in h.log()
+    assert "kafka.join_timeout_ms is 3000" in h.log()
+
+    h.raw["kafka"].update(session_timeout_ms=6_000, heartbeat_interval_ms=500, join_timeout_ms=120_000)
+    h.write_config()
+    # the group first waits out the member that died mid-join (~40 s here): hence the longer guard
+    h.roles.wait_ready(timeout=3 * HANG_GUARD_S, names=[ROLE])  # restarts the worker that asked for it
+    assert h.alive() and h.log().count("consumer-group join is stuck") == 1
