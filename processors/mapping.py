@@ -29,7 +29,7 @@ from sfsync.config import (
     ObjectMapping,
     SfsyncConfig,
 )
-from sfsync.filters import Verdict, screen
+from sfsync.filters import Verdict, compile_filter, screen
 from sfsync.records import (
     ApplyCommand,
     ApplyOperation,
@@ -140,8 +140,12 @@ def _screen(name: str, mapping: ObjectMapping, event: ChangeEvent, inbound: bool
     if event.operation is Operation.DELETE:
         verdict: Verdict | None = screen(None, "", flt.exclusions, {}, None, (sfid, local_key))
     else:
+        values: Mapping[str, FieldPyValue] = event.values
+        if inbound and flt.to_local and event.operation in (Operation.CREATE, Operation.UNDELETE):
+            # a create or undelete event carries every field that has a value: one it does not carry is null
+            values = {**dict.fromkeys(compile_filter(flt.to_local).names), **event.values}
         verdict = screen(flt.to_local if inbound else flt.to_salesforce, "to_local" if inbound else "to_salesforce",
-                         flt.exclusions, event.values,
+                         flt.exclusions, values,
                          None if email is None else email.field if inbound else email.column, (sfid, local_key))
     return None if verdict is None else Filtered(f"{name}: {verdict.reason}", f"objects.{name}.{verdict.rule}")
 

@@ -535,8 +535,8 @@ def _print_json(data: Any) -> None:
 
 @app.command()
 def status(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
-    """Per direction: enabled or paused, last process time and status, records waiting, today's counts,
-    open alerts."""
+    """Per direction: enabled or paused, last process time and status, records waiting, today's counts
+    (successful, failed, filtered), open alerts."""
     from sfsync.operations.alerts import alert_cause, alert_direction, open_alerts, read_alerts
     from sfsync.operations.status import direction_summaries
 
@@ -556,7 +556,7 @@ def status(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
         return
     table = Table(title=f"sfsync status (today: {summaries[0].day}, {summaries[0].time_zone})")
     for col in ("direction", "state", "last process", "last status", "waiting", "today ok", "today failed",
-                "open alerts"):
+                "today filtered", "open alerts"):
         table.add_column(col)
     for s in summaries:
         state = "[green]enabled[/]" if not s.paused else f"[yellow]paused[/] by {s.paused_by}" + (
@@ -565,7 +565,7 @@ def status(config: ConfigOpt = None, json_out: JsonOpt = False) -> None:
             state += f"; paused objects: {', '.join(s.paused_objects)}"
         table.add_row(f"{s.direction.value} ({s.sink} sink)", state, _when(s.last_process_time),
                       s.last_status.value if s.last_status else "-", "?" if s.waiting is None else str(s.waiting),
-                      str(s.today_success), str(s.today_failed), str(s.open_alerts))
+                      str(s.today_success), str(s.today_failed), str(s.today_filtered), str(s.open_alerts))
     console.print(table)
     for s in summaries:
         for problem in s.problems:

@@ -8,7 +8,9 @@ Contract:
   their own, by whom, why), the last process time and the state of the record processed last, the
   records waiting (the sink group's lag on its apply and retry topics plus the processor's lag on the
   direction's change topic), and today's counts: records whose latest attempt was today (midnight to
-  midnight in ``operations.time_zone``) and succeeded / failed. A record synced twice today counts once.
+  midnight in ``operations.time_zone``) and succeeded / failed / were kept out by the object's record filters
+  (``filtered``: the processor's decision, with the rule in the record's ``last_error``). A record synced
+  twice today counts once, in the state of its latest attempt.
 - Lag takes each partition's end from a fetch response, never from ListOffsets alone (the embedded
   broker under-reports it, docs/kafka.md).
 """
@@ -32,7 +34,8 @@ from sfsync.operations.control import ControlScope, read_control
 from sfsync.records import Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, Serde
 
-__all__ = ["DirectionSummary", "QueueRow", "direction_summaries", "queue", "read_statuses", "sink_of"]
+__all__ = ["DayCounts", "DirectionSummary", "QueueRow", "day_counts", "direction_summaries", "queue", "read_statuses",
+           "sink_of", "today_counts"]
 
 #: which sink writes a direction
 SINK_OF = {Direction.INBOUND: "postgres", Direction.OUTBOUND: "salesforce"}
@@ -97,6 +100,7 @@ class DirectionSummary:
     waiting: int | None
     today_success: int
     today_failed: int
+    today_filtered: int
     day: str
     time_zone: str
     open_alerts: int = 0
@@ -111,26 +115,43 @@ class DirectionSummary:
             "last_process_time": self.last_process_time.isoformat() if self.last_process_time else None,
             "last_status": self.last_status.value if self.last_status else None,
             "waiting": self.waiting, "today": {"day": self.day, "time_zone": self.time_zone,
-                                               "success": self.today_success, "failed": self.today_failed},
+                                               "success": self.today_success, "failed": self.today_failed,
+                                               "filtered": self.today_filtered},
             "open_alerts": self.open_alerts, "problems": self.problems,
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DayCounts:
+    """One direction's records whose latest attempt falls on one day, by the state of that attempt."""
+
+    success: int = 0
+    failed: int = 0
+    filtered: int = 0
+
+
+def day_counts(statuses: Iterable[RecordStatus], direction: Direction, now: datetime, zone: tzinfo) -> DayCounts:
+    """The :class:`DayCounts` of ``direction`` on ``now``'s date in ``zone`` (the day resets at midnight there).
+
+    Each status is a record's latest (compacted topic), so a record counts once, in its latest state; other
+    states (in queue, conflict, ambiguous) are not counted here."""
+    day = now.astimezone(zone).date()
+    tally = {SyncState.SUCCESS: 0, SyncState.FAILED: 0, SyncState.FILTERED: 0}
+    for s in statuses:
+        if s.direction is not direction or s.last_attempt_ts is None or s.state not in tally:
+            continue
+        if s.last_attempt_ts.astimezone(zone).date() == day:
+            tally[s.state] += 1
+    return DayCounts(success=tally[SyncState.SUCCESS], failed=tally[SyncState.FAILED],
+                     filtered=tally[SyncState.FILTERED])
+
+
 def today_counts(statuses: Iterable[RecordStatus], direction: Direction, now: datetime, zone: tzinfo
                  ) -> tuple[int, int]:
-    """(successful, failed) records of ``direction`` whose latest attempt is on ``now``'s date in ``zone``."""
-    day = now.astimezone(zone).date()
-    ok = failed = 0
-    for s in statuses:
-        if s.direction is not direction or s.last_attempt_ts is None:
-            continue
-        if s.last_attempt_ts.astimezone(zone).date() != day:
-            continue
-        if s.state is SyncState.SUCCESS:
-            ok += 1
-        elif s.state is SyncState.FAILED:
-            failed += 1
-    return ok, failed
+    """(successful, failed) records of ``direction`` whose latest attempt is on ``now``'s date in ``zone``
+    (:func:`day_counts` without the filtered count)."""
+    counts = day_counts(statuses, direction, now, zone)
+    return counts.success, counts.failed
 
 
 def direction_summaries(cfg: SfsyncConfig, *, statuses: list[RecordStatus] | None = None,
@@ -158,7 +179,7 @@ def direction_summaries(cfg: SfsyncConfig, *, statuses: list[RecordStatus] | Non
         except Exception as e:  # KafkaException: reported, the rest of the summary is still worth printing
             waiting = None
             problems.append(f"lag unknown: {e}")
-        ok, failed = today_counts(statuses, direction, now, zone)
+        counts = day_counts(statuses, direction, now, zone)
         out.append(DirectionSummary(
             direction=direction, sink=sink_of(direction), paused=paused,
             paused_by=record.requested_by if paused and record else None,
@@ -166,7 +187,8 @@ def direction_summaries(cfg: SfsyncConfig, *, statuses: list[RecordStatus] | Non
             paused_since=record.ts if paused and record else None,
             paused_objects=tuple(sorted(control.paused_objects(direction))),
             last_process_time=last.last_attempt_ts if last else None, last_status=last.state if last else None,
-            waiting=waiting, today_success=ok, today_failed=failed, day=now.astimezone(zone).date().isoformat(),
+            waiting=waiting, today_success=counts.success, today_failed=counts.failed,
+            today_filtered=counts.filtered, day=now.astimezone(zone).date().isoformat(),
             time_zone=cfg.operations.time_zone, open_alerts=(open_alerts or {}).get(direction, 0),
             problems=problems))
     return out

@@ -44,7 +44,10 @@ def test_a_record_outside_the_inbound_condition_is_filtered_with_its_rule() -> N
     assert result == Filtered("Contact: it does not match filters.to_local", "objects.Contact.filters.to_local")
     assert isinstance(result, Skipped)  # what a caller that knows only Skipped counts it as
     assert isinstance(map_inbound(sf(Email="ada@acme.com", Title="x"), c), Mapped)
-    assert isinstance(map_inbound(sf(Title="x"), c), Mapped)  # an update that does not carry Email: unknown
+    assert isinstance(map_inbound(sf("update", Title="x"), c), Mapped)  # an update that does not carry Email: unknown
+    # a create (or undelete) event carries every field that has a value: one it does not carry is null
+    assert isinstance(map_inbound(sf(Title="x"), c), Filtered)
+    assert isinstance(map_inbound(sf("undelete", Title="x"), c), Filtered)
 
 
 def test_the_outbound_condition_reads_columns() -> None:
