@@ -159,10 +159,12 @@ class ApplyOperation(enum.StrEnum):
 
 
 class SyncState(enum.StrEnum):
-    """Per-record sync state shown to operators (In Queue / Success / Failed / Conflict / Filtered /
-    Ambiguous). The sinks write Success and Failed; the processor writes Conflict (the record's last change
-    lost fields to the other side's: both values, the policy and the time in ``last_error``) and Filtered (the
-    rule); ``sfsync backfill`` writes Ambiguous (several first-sync candidates, listed in ``last_error``)."""
+    """Per-record sync state shown to operators (In Queue / Success / Failed / Superseded / Conflict /
+    Filtered / Ambiguous). The sinks write Success, Failed and Superseded (the command was not written: the
+    target already holds a newer version of every field it carries, :mod:`consumers.versions`; the record is
+    current); the processor writes Conflict (the record's last change lost fields to the other side's: both
+    values, the policy and the time in ``last_error``) and Filtered (the rule); ``sfsync backfill``
+    writes Ambiguous (several first-sync candidates, listed in ``last_error``)."""
 
     IN_QUEUE = "in_queue"
     SUCCESS = "success"
@@ -170,6 +172,7 @@ class SyncState(enum.StrEnum):
     CONFLICT = "conflict"
     FILTERED = "filtered"
     AMBIGUOUS = "ambiguous"
+    SUPERSEDED = "superseded"
 
 
 class AlertKind(enum.StrEnum):
@@ -181,6 +184,8 @@ class AlertKind(enum.StrEnum):
     API_BUDGET = "api_budget"
     REPLAY_GAP = "replay_gap"
     OTHER = "other"
+    CONNECTION_DOWN = "connection_down"
+    DLQ_AGE = "dlq_age"
 
 
 class AlertSeverity(enum.StrEnum):
@@ -670,8 +675,14 @@ class RecordStatus(_AvroCodec):
 
     @property
     def kafka_key(self) -> str:
-        """Message key on the compacted status topic: ``{direction}:{key}``."""
-        return f"{self.direction.value}:{self.key}"
+        """Message key on the compacted status topic (:func:`status_key`)."""
+        return status_key(self.direction, self.key)
+
+
+def status_key(direction: Direction, key: str) -> str:
+    """Message key of a record's status on the compacted status topic: ``{direction}:{record key}``; a
+    tombstone with this key removes the status."""
+    return f"{direction.value}:{key}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,8 +53,7 @@ from sfsync.database.connect import connect
 from sfsync.database.schema import notify_channel
 from sfsync.kafka.clients import make_producer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent, RecordStatus, SyncState, record_key
-from sfsync.records import Direction as StatusDirection
+from sfsync.records import ChangeEvent, Direction, RecordStatus, SyncState, record_key, status_key
 from sfsync.salesforce.budget import Pace, decide
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.values import ObjectTypes, canonical_sfid
@@ -230,7 +229,25 @@ def _only(event: ChangeEvent, fields: set[str], *, non_empty: bool, local_key: s
     return replace(event, values=values, changed_fields=sorted(values), local_key=local_key or event.local_key)
 
 
-def _send_snapshots(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, types: ObjectTypes, sides: _Sides,
+class _Out:
+    """The run's one producer and serde: change envelopes and statuses (``None``: a tombstone)."""
+
+    def __init__(self, cfg: SfsyncConfig) -> None:
+        self.names = TopicNames(cfg.kafka.topic_prefix)
+        self._serde = Serde.from_config(cfg.kafka)
+        self._producer = make_producer(cfg.kafka, ROLE)
+
+    def send(self, topic: str, key: str, record: ChangeEvent | RecordStatus | None) -> None:
+        value = None if record is None else self._serde.encode(record, topic)
+        self._producer.produce(topic, value, key=key.encode())
+
+    def flush(self) -> None:
+        """Raises (``FlushTimeout``, ``DeliveryError``) when the broker did not take every message: the
+        backfill can be run again (its writes are idempotent)."""
+        self._producer.flush(60)
+
+
+def _send_snapshots(out: _Out, name: str, mapping: ObjectMapping, types: ObjectTypes, sides: _Sides,
                     linked: dict[str, str], salesforce_only: list[str], run_id: str) -> int:
     """Step 4: ``snapshot`` envelopes of the linked (non-empty fields, with their local key) and the
     Salesforce-only records; the number sent."""
@@ -246,41 +263,32 @@ def _send_snapshots(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, types:
             events.append(_only(ev, mapped, non_empty=True, local_key=by_sfid[ev.sfid]))
         else:
             events.append(_only(ev, mapped, non_empty=False))
-    if not events:
-        return 0
-    names = TopicNames(cfg.kafka.topic_prefix)
-    serde = Serde.from_config(cfg.kafka)
-    producer = make_producer(cfg.kafka, ROLE)
     for ev in events:
-        producer.produce(names.changes_inbound, serde.encode(ev, names.changes_inbound), key=ev.key.encode())
-    producer.flush(60)
+        out.send(out.names.changes_inbound, ev.key, ev)
+    out.flush()
     return len(events)
 
 
-def _statuses(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, ambiguous: list[Ambiguous],
+def _statuses(out: _Out, name: str, mapping: ObjectMapping, ambiguous: list[Ambiguous],
               linked_local: Iterable[str]) -> None:
     """Step 5: an ``ambiguous`` status per candidate of each group (both directions' views: the local rows'
     outbound, the Salesforce records' inbound); tombstones for earlier ones of rows that are linked now."""
-    names = TopicNames(cfg.kafka.topic_prefix)
-    serde = Serde.from_config(cfg.kafka)
-    producer = make_producer(cfg.kafka, ROLE)
     fields = [k.field for k in mapping.match_key or ()]
     now = datetime.now(UTC)
     for group in ambiguous:
         detail = group.describe(fields)
         for key in group.local_keys:
             status = RecordStatus(key=record_key(name, local_key=key), object=name,
-                                  direction=StatusDirection.OUTBOUND, state=SyncState.AMBIGUOUS, local_key=key,
+                                  direction=Direction.OUTBOUND, state=SyncState.AMBIGUOUS, local_key=key,
                                   last_error=detail, last_attempt_ts=now)
-            producer.produce(names.status, serde.encode(status, names.status), key=status.kafka_key.encode())
+            out.send(out.names.status, status.kafka_key, status)
         for sfid in group.sfids:
-            status = RecordStatus(key=record_key(name, sfid=sfid), object=name, direction=StatusDirection.INBOUND,
+            status = RecordStatus(key=record_key(name, sfid=sfid), object=name, direction=Direction.INBOUND,
                                   state=SyncState.AMBIGUOUS, sfid=sfid, last_error=detail, last_attempt_ts=now)
-            producer.produce(names.status, serde.encode(status, names.status), key=status.kafka_key.encode())
+            out.send(out.names.status, status.kafka_key, status)
     for key in linked_local:
-        producer.produce(names.status, None, key=f"{StatusDirection.OUTBOUND.value}:"
-                         f"{record_key(name, local_key=key)}".encode())
-    producer.flush(60)
+        out.send(out.names.status, status_key(Direction.OUTBOUND, record_key(name, local_key=key)), None)
+    out.flush()
 
 
 def backfill(cfg: SfsyncConfig, name: str, *, dry_run: bool = False,
@@ -311,8 +319,9 @@ def backfill(cfg: SfsyncConfig, name: str, *, dry_run: bool = False,
         report.linked = len(linked) - report.relinked
         report.created_in_salesforce = len(plan.local_only)
         report.created_locally = len(plan.salesforce_only)
-        _send_snapshots(cfg, name, mapping, types, sides, linked, plan.salesforce_only, uuid.uuid4().hex)
-        _statuses(cfg, name, mapping, plan.ambiguous, linked_keys)
+        out = _Out(cfg)
+        _send_snapshots(out, name, mapping, types, sides, linked, plan.salesforce_only, uuid.uuid4().hex)
+        _statuses(out, name, mapping, plan.ambiguous, linked_keys)
         report.calls = calls.count
         log.info("backfill %s: %s", name, report.to_json())
         return report
