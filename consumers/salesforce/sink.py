@@ -22,6 +22,17 @@ Contract (on top of :mod:`consumers.base`):
   (``SinkUnavailable`` with ``retry_after``) — before the share is used, never after. While stopped,
   one ``GET limits`` per ``salesforce.api_budget_retry_s`` reads the budget again (a new day).
 - Every request carries ``Sforce-Call-Options: client=<salesforce.call_options_client>``.
+- Schema drift (docs/schema-drift.md; pure rules in :mod:`consumers.salesforce.drift`, durable state in
+  :mod:`consumers.salesforce.suspend`): a record failing ``INVALID_FIELD``/``INVALID_TYPE`` makes the sink
+  describe the object (one call); every mapped field the describe no longer lists is **suspended** (one
+  ``schema_change`` alert naming the mapping entry and the field, a durable suspension record) and the
+  failed records are written again in the same :meth:`SalesforceSink.write` without it, so none is
+  dead-lettered for it. From then on suspended fields are stripped from every command and their values
+  parked durably (acknowledged before ``write`` returns) for the records whose write succeeded. Once per
+  ``salesforce.api_budget_retry_s`` (a background thread, and before a write) the sink describes each
+  object with a suspended field (one call each, through the API budget); a field that is back is resumed:
+  its parked values are replayed through the apply topic and the runner's version guard, the alert is
+  resolved. :meth:`SalesforceSink.probe` loads the suspensions in force (a restart keeps them).
 """
 
 from __future__ import annotations
@@ -31,12 +42,13 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 
 from consumers.base import SinkUnavailable
+from consumers.salesforce import drift
 from consumers.salesforce.plan import (
     Call,
     Entry,
@@ -48,15 +60,21 @@ from consumers.salesforce.plan import (
 )
 from sfsync.config import SfsyncConfig
 from sfsync.failures import Failure, FailureKind
-from sfsync.records import AlertKind, ApplyCommand, Direction
+from sfsync.operations.alerts import resolved_alert
+from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, FieldPyValue
 from sfsync.salesforce.auth import AuthenticationFailed
 from sfsync.salesforce.budget import BudgetDecision, Pace, decide
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.soql import soql_string
 
+if TYPE_CHECKING:
+    from consumers.salesforce.suspend import DriftStore
+
 log = logging.getLogger("sfsync.consumers.salesforce")
 
 IN_CHUNK = 200
+#: write passes of one batch: each may suspend fields found gone and write the records that failed again
+DRIFT_PASSES = 3
 
 
 class CredentialsRefused(SinkUnavailable):
@@ -99,6 +117,8 @@ class SalesforceSink:
         budget_slow_from: float = 0.8,
         budget_max_delay_s: float = 2.0,
         budget_retry_after_s: float | None = None,
+        drift_store: DriftStore | None = None,
+        drift_recheck_s: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client or SalesforceClient(cfg.salesforce)
@@ -119,13 +139,63 @@ class SalesforceSink:
         self._referenced = frozenset(t for refs in self.references.values() for t in refs.values())
         self.calls = 0
         self.throttled_s = 0.0
+        # schema drift (module contract): what the sink writes, what is suspended, the durable store
+        self._lock = threading.RLock()
+        self._mapped = drift.outbound_fields(cfg)
+        self.suspended: dict[tuple[str, str], drift.Suspension] = {}
+        self._drift_store = drift_store  # made on first need (a sink that never drifts needs no broker)
+        self._drift_loaded = False
+        self._recheck_s = drift_recheck_s if drift_recheck_s is not None else float(cfg.salesforce.api_budget_retry_s)
+        self._last_recheck = clock()
+        self._recheck_stop = threading.Event()
+        self._recheck_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"SalesforceSink({self.client!r})"
 
     # ------------------------------------------------------------------ Sink
     def write(self, batch: list[ApplyCommand]) -> list[Failure | None]:
-        """One outcome per command, in order (see module contract)."""
+        """One outcome per command, in order (see module contract, schema drift included)."""
+        with self._lock:
+            if self.suspended and self._clock() - self._last_recheck >= self._recheck_s:
+                self._recheck()
+            return self._write_drifting(batch)
+
+    def _write_drifting(self, batch: list[ApplyCommand]) -> list[Failure | None]:
+        """Write without the suspended fields; suspend the fields found gone and write their records again;
+        park the values taken out of the commands that were written."""
+        results: list[Failure | None] = [None] * len(batch)
+        taken: list[dict[str, FieldPyValue]] = [{} for _ in batch]
+        pending = list(range(len(batch)))
+        described: set[str] = set()  # one describe per object and write
+        for _ in range(DRIFT_PASSES):
+            to_write: list[int] = []
+            stripped: list[ApplyCommand] = []
+            for i in pending:
+                command, out = drift.strip(batch[i], self._suspended_fields(batch[i].object))
+                taken[i] = out
+                if out and not command.values:
+                    results[i] = None  # every value it carries is suspended: nothing to write now
+                    continue
+                to_write.append(i)
+                stripped.append(command)
+            for i, outcome in zip(to_write, self._write_plain(stripped), strict=True):
+                results[i] = outcome
+            drifted = {batch[i].object for i in to_write if drift.drift_candidate(results[i])} - described
+            newly = self._detect(drifted) if drifted else set()
+            described |= drifted
+            pending = [i for i in to_write if drift.drift_candidate(results[i]) and batch[i].object in newly]
+            if not pending:
+                break
+        parked = [(key, drift.parked_command(batch[i], f, v))
+                  for i in range(len(batch)) if results[i] is None
+                  for f, v in taken[i].items()
+                  if (key := drift.parked_key(self.direction, batch[i], f)) is not None]
+        if parked:
+            self._store().park(parked)
+        return results
+
+    def _write_plain(self, batch: list[ApplyCommand]) -> list[Failure | None]:
         results: list[Failure | None] = [None] * len(batch)
         work = plan(batch, self._external_id_field, self._referenced)
         for i, failure in work.failures.items():
@@ -157,9 +227,134 @@ class SalesforceSink:
             raise CredentialsRefused(f"Salesforce refused sfsync's credentials: {e.error}: {e.description}") from None
         except requests.RequestException as e:
             raise SinkUnavailable(f"Salesforce unreachable: {type(e).__name__}", retry_after=2.0) from None
+        self._load_drift()
+        if self._recheck_thread is None:
+            self._recheck_thread = threading.Thread(target=self._recheck_loop, name="drift-recheck", daemon=True)
+            self._recheck_thread.start()
 
     def close(self) -> None:
+        self._recheck_stop.set()
+        if self._recheck_thread is not None:
+            self._recheck_thread.join(30)
+        if self._drift_store is not None:
+            self._drift_store.close()
         self.client.close()
+
+    # ------------------------------------------------------------------ schema drift
+    def _store(self) -> DriftStore:
+        if self._drift_store is None:
+            from consumers.salesforce.suspend import DriftStore
+
+            self._drift_store = DriftStore(self.cfg)
+        return self._drift_store
+
+    def _load_drift(self) -> None:
+        """The suspensions in force (a restart keeps them); a field no longer mapped is left alone."""
+        if self._drift_loaded:
+            return
+        with self._lock:
+            for (obj, name), record in self._store().load().items():
+                mapped = self._mapped.get(obj, {}).get(name.lower())
+                if mapped is None:
+                    log.warning("suspended field %s.%s is no longer mapped: its parked values stay parked", obj, name)
+                    continue
+                self.suspended[(obj, mapped.field)] = drift.Suspension(mapped, record.reason or "")
+            self._drift_loaded = True
+        if self.suspended:
+            log.warning("Salesforce fields suspended (schema drift): %s",
+                        ", ".join(s.mapped.name for s in self.suspended.values()))
+
+    def _suspended_fields(self, sobject: str) -> frozenset[str]:
+        if not self.suspended:
+            return frozenset()
+        return frozenset(f for (o, f) in self.suspended if o == sobject)
+
+    def _describe_fields(self, sobject: str) -> set[str] | None:
+        """The field names the org's describe lists for ``sobject`` (one API call); ``None`` when the
+        describe itself failed (the object is not there either: not field drift, the failures stand)."""
+        self._gate(1)
+        try:
+            answer = self._guard(lambda: self.client.describe(sobject))
+        except _CallFailed as e:
+            log.warning("describe %s failed (%s: %s)", sobject, e.failure.error_class, e.failure.message)
+            return None
+        return {str(f.get("name")) for f in answer.get("fields", []) if isinstance(f, dict)}
+
+    def _detect(self, objects: set[str]) -> set[str]:
+        """Suspend the mapped fields of ``objects`` the describe no longer lists; the objects that got any."""
+        out: set[str] = set()
+        for sobject in sorted(objects):
+            mapped = self._mapped.get(sobject)
+            if not mapped:
+                continue
+            present = self._describe_fields(sobject)
+            if present is None:
+                continue
+            gone = drift.missing(mapped, present)
+            if gone and not self._drift_loaded:
+                self._load_drift()  # suspended before this process started: no second alert
+            for m in gone:
+                if (sobject, m.field) in self.suspended:
+                    out.add(sobject)  # known already (another replica, an earlier run): write again without it
+                    continue
+                self._suspend(m, "INVALID_FIELD")
+                out.add(sobject)
+        return out
+
+    def _suspend(self, mapped: drift.MappedField, error_class: str) -> None:
+        suspension = drift.Suspension(mapped, drift.suspension_message(mapped, error_class))
+        alert = Alert(kind=AlertKind.SCHEMA_CHANGE, severity=AlertSeverity.CRITICAL, message=suspension.reason,
+                      object=mapped.object,
+                      details={"sink": self.name, "direction": self.direction.value, "field": mapped.name,
+                               "entry": mapped.entry, "column": mapped.column, "error_class": error_class,
+                               "cause": suspension.cause})
+        self._store().suspend(suspension, alert)
+        self.suspended[(mapped.object, mapped.field)] = suspension
+        self._last_recheck = self._clock()
+        log.error("%s", suspension.reason)
+
+    def _recheck(self) -> int:
+        """Describe every object with a suspended field; resume the fields that are back. Fields resumed."""
+        self._last_recheck = self._clock()
+        resumed = 0
+        for sobject in sorted({o for o, _ in self.suspended}):
+            present = self._describe_fields(sobject)
+            if present is None:
+                continue
+            lowered = {f.lower() for f in present}
+            for key, suspension in sorted(self.suspended.items()):
+                if key[0] != sobject or key[1].lower() not in lowered:
+                    continue
+                m = suspension.mapped
+                store = self._store()
+                parked = store.parked(m.object, m.field)
+                records = len(drift.newest_per_record(parked.values()))
+                details = {"sink": self.name, "direction": self.direction.value, "field": m.name, "entry": m.entry}
+                replayed = store.resume(m, parked, resolved_alert(
+                    suspension.cause, AlertKind.SCHEMA_CHANGE,
+                    f"Salesforce field {m.name} (mapping entry {m.entry}) is back: the suspended changes of "
+                    f"{records} record(s) replayed", details, obj=m.object))
+                del self.suspended[key]
+                resumed += 1
+                log.warning("Salesforce field %s is back: resumed, the newest values of %d record(s) replayed",
+                            m.name, replayed)
+        return resumed
+
+    def recheck(self) -> int:
+        """Look now whether suspended fields are back (what the background thread does every interval)."""
+        with self._lock:
+            return self._recheck() if self.suspended else 0
+
+    def _recheck_loop(self) -> None:
+        while not self._recheck_stop.wait(min(self._recheck_s, 5.0)):
+            if not self.suspended or self._clock() - self._last_recheck < self._recheck_s:
+                continue
+            try:
+                self.recheck()
+            except SinkUnavailable as e:  # budget spent, credentials, broker: the next interval tries again
+                log.warning("drift re-check postponed: %s", e)
+            except Exception:
+                log.exception("drift re-check failed; trying again next interval")
 
     # ------------------------------------------------------------------ calls
     def _external_id_field(self, sobject: str) -> str:

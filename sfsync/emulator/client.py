@@ -98,6 +98,17 @@ class EmulatorControl:
         """Remove every validation rule."""
         self._call("DELETE", "/validation-rules")
 
+    # ------------------------------------------------------------------ schema changes
+    def add_field(self, object: str, name: str, type: str, **attributes: Any) -> dict[str, Any]:
+        """Add (or replace) a custom field now (``attributes``: the ``--schema`` YAML keys, e.g.
+        ``length=80``); returns its describe entry."""
+        return self._call("POST", "/fields", json={"object": object, "name": name, "type": type,
+                                                    "attributes": attributes})
+
+    def delete_field(self, object: str, name: str) -> dict[str, Any]:
+        """Delete a custom field now (its values go with it): later calls naming it get ``INVALID_FIELD``."""
+        return self._call("DELETE", f"/fields/{object}/{name}")
+
     # ------------------------------------------------------------------ sessions
     def expire_sessions(self, token: str | None = None) -> int:
         """Expire one session (or all); returns how many were live."""

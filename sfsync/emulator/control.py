@@ -1,5 +1,6 @@
-"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, sessions (expire,
-age), CDC gaps and raw events, seeding, undelete, stats. They need no Salesforce session and are never counted
+"""Control endpoints under ``/__emulator/``: reset, config, limits, faults, validation rules, custom fields
+(add / delete at run time: schema drift), sessions (expire, age), CDC gaps and raw events, seeding, undelete,
+stats. They need no Salesforce session and are never counted
 as API calls.
 
 Bodies are JSON with snake_case keys, validated by the pydantic models below; a bad body answers 422
@@ -20,6 +21,7 @@ from sfsync.emulator.cometd import GAP_TYPES
 from sfsync.emulator.core import Emulator, dumps_json, parse_json
 from sfsync.emulator.errors import SfError
 from sfsync.emulator.rest import emulator
+from sfsync.emulator.schema import _field_from_yaml
 from sfsync.emulator.store import CallContext
 from sfsync.emulator.validation import DEFAULT_CODE, RuleSpecError
 
@@ -64,6 +66,16 @@ class FieldUpdateSpec(_Model):
     when_field: str
     regex: str
     set: dict[str, Any]
+
+
+class FieldSpec(_Model):
+    """A custom field to add at run time: ``attributes`` are the keys of the ``--schema`` YAML file
+    (``length``, ``externalId``, ``picklistValues``, ``referenceTo``, ...)."""
+
+    object: str
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")
+    type: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class ExpireSpec(_Model):
@@ -253,6 +265,37 @@ async def field_updates(request: Request) -> Response:
     return _ok([u.public() for u in updates.updates])
 
 
+async def custom_fields(request: Request) -> Response:
+    """POST /__emulator/fields {"object", "name", "type", "attributes"}: add (or replace) a custom field now;
+    the describe, REST, Collections, SOQL and CDC know it at once. 201 with its describe entry."""
+    emu = emulator(request)
+    spec = await _body(request, FieldSpec)
+    obj = emu.schema.get(spec.object)
+    if obj is None:
+        raise BadBody(f"unknown object {spec.object!r}", [])
+    try:
+        fdef = _field_from_yaml(obj.name, spec.name, {"type": spec.type, **spec.attributes})
+        fdef.describe()
+    except (ValueError, TypeError) as exc:
+        raise BadBody(str(exc), []) from None
+    emu.store.add_field(obj, fdef)
+    return _ok(fdef.describe(), status=201)
+
+
+async def custom_field(request: Request) -> Response:
+    """DELETE /__emulator/fields/{object}/{field}: delete a custom field now (its values go with it), as an
+    admin deleting it in Setup: every later call naming it gets ``INVALID_FIELD``."""
+    emu = emulator(request)
+    obj = emu.schema.get(request.path_params["object"])
+    if obj is None:
+        return _ok({"error": f"unknown object {request.path_params['object']!r}"}, status=404)
+    try:
+        name = emu.store.remove_field(obj, request.path_params["field"])
+    except SfError as err:
+        return _ok({"error": err.code, "message": err.message}, status=404 if err.code == "INVALID_FIELD" else 422)
+    return _ok({"deleted": f"{obj.name}.{name}"})
+
+
 async def expire_sessions(request: Request) -> Response:
     """POST /__emulator/sessions/expire {"token"?}: expire one or all sessions now."""
     spec = await _body(request, ExpireSpec)
@@ -382,6 +425,8 @@ def routes(prefix: str = "/__emulator") -> list[Route]:
         Route(f"{prefix}/validation-rules", validation_rules, methods=["GET", "POST", "DELETE"]),
         Route(f"{prefix}/validation-rules/{{rule_id:int}}", validation_rule, methods=["DELETE"]),
         Route(f"{prefix}/field-updates", field_updates, methods=["GET", "POST", "DELETE"]),
+        Route(f"{prefix}/fields", custom_fields, methods=["POST"]),
+        Route(f"{prefix}/fields/{{object}}/{{field}}", custom_field, methods=["DELETE"]),
         Route(f"{prefix}/sessions/expire", expire_sessions, methods=["POST"]),
         Route(f"{prefix}/sessions/age", age_sessions, methods=["POST"]),
         Route(f"{prefix}/refresh-token", refresh_token, methods=["POST"]),

@@ -23,7 +23,7 @@ from typing import Any
 from sfsync.emulator.automation import FieldUpdates
 from sfsync.emulator.errors import SfError, not_found
 from sfsync.emulator.ids import make_id, normalize
-from sfsync.emulator.schema import ObjectDef, Schema, format_datetime, now_utc
+from sfsync.emulator.schema import FieldDef, ObjectDef, Schema, format_datetime, now_utc
 from sfsync.emulator.validation import ValidationRules
 
 _SKIP_IN_EVENTS = frozenset({"Id", "IsDeleted", "SystemModstamp"})
@@ -91,6 +91,30 @@ class Store:
         values = {"Username": "admin@example.com", "LastName": "Admin", "FirstName": "Emulator",
                   "Email": "admin@example.com", "Alias": "admin"}
         self._insert(tx, user, values, record_id=self.admin_id, user_id=self.admin_id, custom_rules=False)
+
+    # ------------------------------------------------------------------ schema changes at run time
+    def add_field(self, obj: ObjectDef, fdef: FieldDef) -> None:
+        """Add a custom field to ``obj`` while the org runs (every existing record has it empty, as after
+        creating a field in Setup); a unique / external id field gets its (empty) index."""
+        obj.add(fdef)
+        if fdef.unique or fdef.external_id:
+            self.unique[obj.name][fdef.name] = {}
+
+    def remove_field(self, obj: ObjectDef, name: str) -> str:
+        """Delete a custom field while the org runs; its values are gone from every record (re-adding a field
+        of that name makes a new, empty field). Returns the field's exact name. The validation rules and
+        field updates that name it stay and simply never match a missing field."""
+        fdef = obj.field(name)
+        if fdef is None:
+            raise SfError("INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}", [name])
+        if not fdef.custom:
+            raise SfError("CANNOT_DELETE_STANDARD_FIELD", f"{obj.name}.{fdef.name} is a standard field")
+        del obj.fields[fdef.name]
+        obj.reindex()
+        self.unique[obj.name].pop(fdef.name, None)
+        for rec in self.records.get(obj.name, {}).values():
+            rec.pop(fdef.name, None)
+        return fdef.name
 
     def begin(self, ctx: CallContext) -> Transaction:
         """Start a unit of work."""
