@@ -456,7 +456,7 @@ def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
     if not cfg.objects or role == "notifier":  # the notifier maps nothing
         return
     log = logging.getLogger("sfsync.mapping")
-    report = run_check(cfg, f"sfsync-{role}-mapping-check")
+    report = _drift_is_not_an_error(cfg, run_check(cfg, f"sfsync-{role}-mapping-check"))
     lines = problem_lines(report)
     if report.errors:
         _print_report_lines([f"{role} refuses to start: " + lines[0], *lines[1:]])
@@ -470,6 +470,32 @@ def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
                 raise typer.Exit(2)
     for line in lines:
         log.warning("mapping check: %s", line.strip())
+
+
+def _drift_is_not_an_error(cfg: SfsyncConfig, report: Any) -> Any:
+    """``report`` with problems about fields the Salesforce sink has suspended (schema drift,
+    docs/schema-drift.md) as warnings: a role restarted while a field is gone starts, and the sink keeps
+    the field suspended until it is back. ``mapping check`` itself still reports them as errors."""
+    from dataclasses import replace
+
+    from sfsync.mappingcheck.rules import Severity
+    from sfsync.operations.control import suspended_fields
+
+    if not any(p.sf_field for p in report.errors):
+        return report
+    try:
+        suspended = suspended_fields(cfg)
+    except Exception as e:  # the broker down: the errors stand, as without drift
+        import logging
+
+        logging.getLogger("sfsync.mapping").warning("cannot read suspended fields: %s", type(e).__name__)
+        return report
+    names = {f"{obj}.{name}" for obj, name in suspended}  # problems name the field ``Contact.Title__c``
+    for i, p in enumerate(report.problems):
+        if p.severity is Severity.ERROR and p.sf_field in names:
+            report.problems[i] = replace(p, severity=Severity.WARNING,
+                                         message=p.message + " (suspended by schema drift)")
+    return report
 
 
 # ------------------------------------------------------------------ operations (sfsync.operations)

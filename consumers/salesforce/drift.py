@@ -23,9 +23,10 @@ Contracts:
   stored the parked version itself when the stripped command succeeded: the bump is what lets the replay
   through, and only past that exact version).
 - Keys on the compacted control topic (readers of pause/resume ignore them: they do not start with a
-  direction): :func:`suspension_key` ``field:outbound:Contact.Title__c`` (value: a ``ControlRecord``, pause =
-  suspended, resume = back), :func:`parked_key` ``parked:outbound:Contact.Title__c:<record>@<version>``
-  (value: the parked command; a tombstone once replayed). A resume replays :func:`newest_per_record`.
+  direction): ``suspension_key`` (:mod:`sfsync.operations.control`) ``field:outbound:Contact.Title__c``
+  (value: a ``ControlRecord``, pause = suspended, resume = back), :func:`parked_key`
+  ``parked:outbound:Contact.Title__c:<record>@<version>`` (value: the parked command; a tombstone once
+  replayed). A resume replays :func:`newest_per_record`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from sfsync.records import ApplyCommand, ApplyOperation, Direction, FieldPyValue
 
 #: Salesforce codes that can mean a mapped field (or object) is gone
 DRIFT_CODES = frozenset({"INVALID_FIELD", "INVALID_TYPE"})
-SUSPENSION_PREFIX = "field:"
 PARKED_PREFIX = "parked:"
 
 
@@ -110,19 +110,6 @@ def record_identity(command: ApplyCommand) -> str | None:
     """What names the record in a parked key: its local key (outbound commands come from PostgreSQL), else
     its sfid."""
     return command.local_key or command.sfid
-
-
-def suspension_key(direction: Direction, obj: str, field: str) -> str:
-    return f"{SUSPENSION_PREFIX}{direction.value}:{obj}.{field}"
-
-
-def parse_suspension_key(key: str, direction: Direction) -> tuple[str, str] | None:
-    """``(object, field)`` of a suspension key of ``direction``; ``None`` for any other key."""
-    head = f"{SUSPENSION_PREFIX}{direction.value}:"
-    if not key.startswith(head):
-        return None
-    obj, dot, field = key[len(head):].partition(".")
-    return (obj, field) if dot and obj and field else None
 
 
 def parked_key(direction: Direction, command: ApplyCommand, field: str) -> str | None:

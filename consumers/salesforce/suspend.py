@@ -36,6 +36,7 @@ from sfsync.config import SfsyncConfig
 from sfsync.kafka.clients import make_producer
 from sfsync.kafka.compacted import CompactedReadTimeout, read_compacted
 from sfsync.kafka.topics import TopicNames
+from sfsync.operations.control import parse_suspension_key, suspension_key
 from sfsync.records import Alert, ApplyCommand, ControlAction, ControlRecord, Direction
 from sfsync.serde import DecodeError, Serde
 
@@ -68,7 +69,7 @@ class DriftStore:
     def load(self) -> dict[tuple[str, str], ControlRecord]:
         """The suspensions in force: ``(object, field) -> pause record``."""
         def key(raw: bytes) -> tuple[str, str] | None:
-            return drift.parse_suspension_key(raw.decode(errors="replace"), DIRECTION)
+            return parse_suspension_key(raw.decode(errors="replace"), DIRECTION)
 
         entries = self._read(key, lambda raw: self.serde.decode(raw, ControlRecord, self.names.control))
         return {k: r for k, r in entries.items() if r.action is ControlAction.PAUSE}
@@ -96,7 +97,7 @@ class DriftStore:
         record = ControlRecord(direction=DIRECTION, action=ControlAction.PAUSE, requested_by=f"{SINK}-sink",
                                reason=suspension.reason)
         self.producer.produce(self.names.control, self.serde.encode(record, self.names.control),
-                              key=drift.suspension_key(DIRECTION, m.object, m.field))
+                              key=suspension_key(DIRECTION, m.object, m.field))
         self.producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key=SINK)
         self._flush()
 
@@ -122,7 +123,7 @@ class DriftStore:
         record = ControlRecord(direction=DIRECTION, action=ControlAction.RESUME, requested_by=f"{SINK}-sink",
                                reason=f"Salesforce field {mapped.name} is back")
         self.producer.produce(self.names.control, self.serde.encode(record, self.names.control),
-                              key=drift.suspension_key(DIRECTION, mapped.object, mapped.field))
+                              key=suspension_key(DIRECTION, mapped.object, mapped.field))
         self.producer.produce(self.names.alerts, self.serde.encode(resolved, self.names.alerts), key=SINK)
         self._flush()
         return replayed

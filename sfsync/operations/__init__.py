@@ -14,13 +14,16 @@ Use cases over sfsync's own topics, in small modules, each callable with a loade
 
 Layering: this package is core. It imports no role. The roles use only the narrow pieces named in
 ``ROLE_API`` below (``tests/test_import_graph.py`` enforces it): the sinks follow the control topic and
-count consecutive failures; nothing else of this package is theirs to call.
+count consecutive failures, the roles time their connections' outages and the sinks watch the API budget
+share (the pure watches of :mod:`sfsync.operations.alerts`); nothing else of this package is theirs to call.
 """
 
 from __future__ import annotations
 
 #: The only names a role (``producers``, ``processors``, ``consumers``) may import from this package.
 ROLE_API: dict[str, frozenset[str]] = {
-    "sfsync.operations.control": frozenset({"ControlFollower", "ControlState"}),
-    "sfsync.operations.alerts": frozenset({"FailureStreak", "StreakEvent", "resolved_alert", "alert_cause"}),
+    "sfsync.operations.control": frozenset({"ControlFollower", "ControlState", "parse_suspension_key",
+                                            "suspension_key"}),
+    "sfsync.operations.alerts": frozenset({"FailureStreak", "StreakEvent", "resolved_alert", "alert_cause",
+                                           "DOWN_AFTER", "DownWatch", "ThresholdWatch", "connection_cause"}),
 }

@@ -35,7 +35,27 @@ from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.operations.control")
 
-__all__ = ["ControlFollower", "ControlScope", "ControlState", "read_control", "set_control"]
+__all__ = ["ControlFollower", "ControlScope", "ControlState", "parse_suspension_key", "read_control", "set_control",
+           "suspended_fields", "suspension_key"]
+
+#: keys of suspended fields (schema drift, docs/schema-drift.md) on the control topic; pause/resume readers
+#: skip them (:meth:`ControlScope.parse` does not parse them)
+SUSPENSION_PREFIX = "field:"
+
+
+def suspension_key(direction: Direction, obj: str, field: str) -> str:
+    """``field:<direction>:<Object>.<Field>``: the key of a field's suspension record (pause: suspended,
+    resume: back) on the control topic."""
+    return f"{SUSPENSION_PREFIX}{direction.value}:{obj}.{field}"
+
+
+def parse_suspension_key(key: str, direction: Direction) -> tuple[str, str] | None:
+    """``(object, field)`` of a suspension key of ``direction``; ``None`` for any other key."""
+    head = f"{SUSPENSION_PREFIX}{direction.value}:"
+    if not key.startswith(head):
+        return None
+    obj, dot, field = key[len(head):].partition(".")
+    return (obj, field) if dot and obj and field else None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -113,6 +133,17 @@ def read_control(cfg: SfsyncConfig, timeout: float = 30.0) -> ControlState:
                              key=lambda raw: ControlScope.parse(raw.decode(errors="replace")), skip=DecodeError,
                              timeout=timeout, missing_ok=True, role="control-reader")
     return ControlState(MappingProxyType(dict(entries)))
+
+
+def suspended_fields(cfg: SfsyncConfig, direction: Direction = Direction.OUTBOUND,
+                     timeout: float = 30.0) -> frozenset[tuple[str, str]]:
+    """``(object, field)`` of every field suspended now in ``direction`` (a missing topic: none)."""
+    serde = Serde.from_config(cfg.kafka)
+    entries = read_compacted(cfg.kafka, TopicNames(cfg.kafka.topic_prefix).control,
+                             decode=lambda raw: serde.decode(raw, ControlRecord),
+                             key=lambda raw: parse_suspension_key(raw.decode(errors="replace"), direction),
+                             skip=DecodeError, timeout=timeout, missing_ok=True, role="control-reader")
+    return frozenset(k for k, record in entries.items() if record.action is ControlAction.PAUSE)
 
 
 class ControlFollower:

@@ -2,10 +2,11 @@
 
 Acceptance (issue 13): one alert naming the mapping entry and the field, the other fields keep syncing, at
 most one record per object dead-lettered (here: none), and once the field is re-added every suspended change
-arrives (the newest value of each record), through the runner's version guard. Roles run as processes
-(PostgreSQL triggers -> outbox relay -> processor -> Salesforce sink); the emulator deletes and re-adds the
-field through its control API. ``title`` is mapped to the custom field ``Drift_Title__c`` (entry
-``objects.Contact.fields[4]``).
+arrives (the newest value of each record), through the runner's version guard. A sink restarted while the
+field is gone starts (its start-up mapping check takes the suspended field for drift) and keeps it
+suspended. Roles run as processes (PostgreSQL triggers -> outbox relay -> processor -> Salesforce sink);
+the emulator deletes and re-adds the field through its control API. ``title`` is mapped to the custom field
+``Drift_Title__c`` (entry ``objects.Contact.fields[4]``).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def test_deleted_field_is_suspended_other_fields_sync_and_changes_arrive_once_it
 
     report = run_check(p.cfg)
     assert any(e.path == ENTRY for e in report.errors), [str(e) for e in report.errors]
+
+    # a role restarted while the field is gone starts (at its start the drift is a warning, not an error)
+    # and keeps the field suspended
+    p.roles.kill("salesforce-sink")
+    p.roles.start("salesforce-sink")
+    p.roles.wait_ready(timeout=300.0, names=["salesforce-sink"])
+    assert "suspended by schema drift" in p.roles.log_path("salesforce-sink").read_text()
 
     with p.db() as conn:  # changed again while suspended: the newest value is what arrives
         conn.execute("update contacts set title = 'T3' where id = %s", [a])

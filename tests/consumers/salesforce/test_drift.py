@@ -9,6 +9,7 @@ from consumers.salesforce import drift
 from consumers.versions import screen_batch
 from sfsync.config import build_config
 from sfsync.failures import Failure, FailureKind
+from sfsync.operations.control import parse_suspension_key, suspension_key
 from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, Direction, Source, write_version
 
 AUTH = {"auth": {"username": "u@example.com", "password": "p"}}
@@ -96,11 +97,11 @@ def test_the_version_guard_lets_a_replay_through_only_when_nothing_newer_was_wri
 def test_keys_round_trip_and_never_look_like_a_pause_scope() -> None:
     from sfsync.operations.control import ControlScope
 
-    key = drift.suspension_key(Direction.OUTBOUND, "Contact", "Score__c")
+    key = suspension_key(Direction.OUTBOUND, "Contact", "Score__c")
     assert key == "field:outbound:Contact.Score__c"
-    assert drift.parse_suspension_key(key, Direction.OUTBOUND) == ("Contact", "Score__c")
-    assert drift.parse_suspension_key(key, Direction.INBOUND) is None
-    assert drift.parse_suspension_key("outbound:Contact", Direction.OUTBOUND) is None
+    assert parse_suspension_key(key, Direction.OUTBOUND) == ("Contact", "Score__c")
+    assert parse_suspension_key(key, Direction.INBOUND) is None
+    assert parse_suspension_key("outbound:Contact", Direction.OUTBOUND) is None
     parked = drift.parked_key(Direction.OUTBOUND, _cmd({}, key="a:b"), "Score__c")  # a local key may hold ':'
     assert parked == f"parked:outbound:Contact.Score__c:a:b@{write_version(TS, '41')[0]}.41"
     assert parked.startswith(drift.parked_prefix(Direction.OUTBOUND, "Contact", "Score__c"))
