@@ -32,7 +32,14 @@ Contract (at-least-once, nothing lost):
 - Alerts: an outage with an alert (credentials refused, ...) raises one alert and, once the target takes
   a batch again, one "resolved" alert of the same cause; ``alerts.consecutive_failures`` records in a
   row that fail (per sink process) raise a ``consecutive_failures`` alert, the next success resolves it
-  (:class:`sfsync.operations.alerts.FailureStreak`).
+  (:class:`sfsync.operations.alerts.FailureStreak`). A target unreachable (a ``SinkUnavailable`` without an
+  alert of its own, at start or mid-run) for longer than a minute raises one ``connection_down`` alert
+  (cause ``connection_down:<sink>-sink:<sink>``), resolved when the target answers again
+  (:class:`~sfsync.operations.alerts.DownWatch`). With ``alerts.api_budget_warn_share``, a sink whose
+  ``client`` reports API usage (``client.usage() -> (used, limit)``, the Salesforce sink) raises one
+  ``api_budget`` warning when the org's usage reaches that share, resolved when it is read below it.
+- Superseded: a command the versions screen drops whole (the target holds a newer version of every field
+  it carries) is not written; its record's status becomes Superseded (it counts as done, like a success).
 - Health (:mod:`sfsync.health`): alive while the loop turns; ready once the
   target answered and the group assigned this member its partitions.
 """
@@ -66,14 +73,30 @@ from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, commit_messages, make_consumer, make_producer
 from sfsync.kafka.lineage import read_lineage
 from sfsync.kafka.topics import TopicNames
-from sfsync.operations.alerts import FailureStreak, StreakEvent, resolved_alert
+from sfsync.operations.alerts import (
+    DOWN_AFTER,
+    DownWatch,
+    FailureStreak,
+    StreakEvent,
+    ThresholdWatch,
+    connection_cause,
+    resolved_alert,
+)
 from sfsync.operations.control import ControlFollower
 from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, RecordStatus, SyncState
+from sfsync.salesforce.budget import usage_share
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink")
 
 AfterWrite = Callable[[list[ApplyCommand], list[Failure | None]], None]
+Usage = Callable[[], "tuple[int, int] | None"]
+
+
+def _usage_of(sink: Sink) -> Usage | None:
+    """The sink's API usage reading (``sink.client.usage``), when its target has a daily API budget."""
+    usage = getattr(getattr(sink, "client", None), "usage", None)
+    return usage if callable(usage) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +137,7 @@ class SinkRunner:
     """Drives one :class:`~consumers.base.Sink` (see the module docstring for the guarantees)."""
 
     def __init__(self, cfg: SfsyncConfig, sink: Sink, after_write: AfterWrite | None = None,
-                 health: Health | None = None) -> None:
+                 health: Health | None = None, *, down_after_s: float = DOWN_AFTER) -> None:
         self.cfg = cfg
         self.sink = sink
         self.after_write = after_write
@@ -136,6 +159,10 @@ class SinkRunner:
         self._object_held: dict[tuple[str, int], str] = {}
         self.control = ControlFollower(cfg.kafka, f"{sink.name}-sink")
         self.streak = FailureStreak(cfg.alerts.consecutive_failures)
+        self.down = DownWatch(down_after_s)
+        warn = cfg.alerts.api_budget_warn_share
+        self._usage = _usage_of(sink) if warn is not None else None
+        self.budget_warn = ThresholdWatch(warn) if warn is not None else None
         self._owned: set[int] = set()
         self.consumer: Consumer = make_consumer(cfg.kafka, self.names.sink_group(sink.name), f"{sink.name}-sink")
         self.producer: CheckedProducer = make_producer(cfg.kafka, f"{sink.name}-sink")
@@ -184,11 +211,13 @@ class SinkRunner:
                 self.sink.probe()
             except SinkUnavailable as e:
                 self.health.mark("target", False, str(e))
+                self._connection_down(e)
                 wait = backoff.next()
                 log.warning("%s sink: target not reachable yet (%s); retrying in %.1f s", self.sink.name, e, wait)
                 stop.wait(wait)
                 continue
             self.health.mark("target", True, "reachable")
+            self._connection_up()
             return True
         return False
 
@@ -319,8 +348,8 @@ class SinkRunner:
             outcome = self._write_until_accepted(batch, stop)
             if outcome is None:
                 return  # stopping while the target was unavailable: nothing committed
-            batch, results = outcome
-            self._route(batch, results)
+            batch, results, superseded = outcome
+            self._route(batch, results, superseded)
         self.producer.flush(60)
         # partitions taken away meanwhile (a rebalance during an outage) are their new owner's: not committed
         owned = self._assigned()
@@ -340,8 +369,9 @@ class SinkRunner:
                         self.sink.name, e)
 
     def _write_until_accepted(self, batch: list[tuple[Message, ApplyCommand]], stop: threading.Event
-                              ) -> tuple[list[tuple[Message, ApplyCommand]], list[Failure | None]] | None:
-        """Write ``batch`` until the target takes it: (what was written, its results); ``None`` when stopped.
+                              ) -> tuple[list[tuple[Message, ApplyCommand]], list[Failure | None], set[int]] | None:
+        """Write ``batch`` until the target takes it: (what was written, its results, the indexes of superseded
+        commands); ``None`` when stopped.
 
         While the target is unavailable every assigned partition stays paused, also those a rebalance
         assigns meanwhile, and anything a keep-alive poll still returns is sought back to, so nothing
@@ -361,17 +391,21 @@ class SinkRunner:
                     owned = self._assigned()
                     batch = [(m, c) for m, c in batch if (m.topic() or "", m.partition() or 0) in owned]
                     if not batch:
-                        return [], []
+                        return [], [], set()
                 try:
-                    results = self._write_versioned([c for _, c in batch])
+                    results, superseded = self._write_versioned([c for _, c in batch])
                     if alerted is not None:
                         self._resolve_outage(alerted)
-                    return batch, results
+                    self._connection_up()
+                    self._check_budget()
+                    return batch, results, superseded
                 except SinkUnavailable as e:
                     self.stats.unavailable += 1
                     if e.alert and alerted is None:  # once per outage, not per retry
                         self._alert(e)
                         alerted = e
+                    elif not e.alert:
+                        self._connection_down(e)
                     wait = max(backoff.next(), e.retry_after)
                     log.warning("%s sink unavailable (%s); retrying the batch of %d in %.1f s",
                                 self.sink.name, e, len(batch), wait)
@@ -381,6 +415,8 @@ class SinkRunner:
                         if stop.is_set():
                             return None
                         self.health.beat()
+                        if not e.alert and self.down.check() is StreakEvent.ALERT:
+                            self._send_connection_alert()
                         self._keep_alive_paused()
         finally:
             if paused:
@@ -395,9 +431,10 @@ class SinkRunner:
             self.consumer.seek(TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
             self.consumer.pause(self.consumer.assignment())
 
-    def _write_versioned(self, commands: list[ApplyCommand]) -> list[Failure | None]:
+    def _write_versioned(self, commands: list[ApplyCommand]) -> tuple[list[Failure | None], set[int]]:
         """Write what is not older than the target's versions (:mod:`consumers.versions`), with the records
-        locked, and record the new versions of what was written; a superseded command counts as written."""
+        locked, and record the new versions of what was written: (results per command, the indexes of the
+        superseded ones: not written, and counted as done)."""
         with self.versions.batch(commands) as screened:
             indexes, to_write = screened.to_write()
             written = self.sink.write(to_write) if to_write else []
@@ -411,17 +448,22 @@ class SinkRunner:
                 self.after_write(to_write, written)
             self.versions.save(screened.record(results))
             self.stats.superseded += screened.superseded
-        return results
+        return results, {i for i, c in enumerate(screened.commands) if c is None}
 
     # ------------------------------------------------------------ routing
 
-    def _route(self, batch: list[tuple[Message, ApplyCommand]], results: list[Failure | None]) -> None:
+    def _route(self, batch: list[tuple[Message, ApplyCommand]], results: list[Failure | None],
+               superseded: set[int] | None = None) -> None:
         now = datetime.now(UTC)
-        for (msg, command), failure in zip(batch, results, strict=True):
+        for i, ((msg, command), failure) in enumerate(zip(batch, results, strict=True)):
             attempt = command.attempt + 1
             if failure is None:
                 self.stats.written += 1
-                self._status(command, SyncState.SUCCESS, attempt - 1, None, now)
+                if superseded and i in superseded:
+                    self._status(command, SyncState.SUPERSEDED, 0,
+                                 "not written: the target holds a newer version of every field it carries", now)
+                else:
+                    self._status(command, SyncState.SUCCESS, attempt - 1, None, now)
                 if self.streak.record(True) is StreakEvent.RESOLVED:
                     self._streak_resolved()
                 continue
@@ -477,6 +519,57 @@ class SinkRunner:
                                         f"{self.direction.value} records are written again by the "
                                         f"{self.sink.name} sink",
                                         {"sink": self.sink.name, "direction": self.direction.value}))
+
+    def _connection_down(self, e: SinkUnavailable) -> None:
+        if self.down.down(str(e)) is StreakEvent.ALERT:
+            self._send_connection_alert()
+
+    def _connection_cause(self) -> str:
+        return connection_cause(f"{self.sink.name}-sink", self.sink.name)
+
+    def _send_connection_alert(self) -> None:
+        down_s = self.down.down_for()
+        self._send_alert(Alert(
+            kind=AlertKind.CONNECTION_DOWN, severity=AlertSeverity.CRITICAL,
+            message=f"the {self.sink.name} sink cannot reach its target for {down_s:.0f} s: {self.down.detail[:300]}",
+            details={"sink": self.sink.name, "direction": self.direction.value, "role": f"{self.sink.name}-sink",
+                     "target": self.sink.name, "down_s": f"{down_s:.0f}", "cause": self._connection_cause()}))
+
+    def _connection_up(self) -> None:
+        down_s = self.down.down_for()
+        if self.down.up() is StreakEvent.RESOLVED:
+            self._send_alert(resolved_alert(self._connection_cause(), AlertKind.CONNECTION_DOWN,
+                                            f"the {self.sink.name} sink reaches its target again "
+                                            f"(after {down_s:.0f} s)",
+                                            {"sink": self.sink.name, "direction": self.direction.value,
+                                             "role": f"{self.sink.name}-sink", "target": self.sink.name}))
+
+    def _budget_cause(self) -> str:
+        return f"{AlertKind.API_BUDGET.value}_warn:{self.sink.name}"
+
+    def _check_budget(self) -> None:
+        """After a write: the org's API usage against ``alerts.api_budget_warn_share`` (no call of its own)."""
+        if self._usage is None or self.budget_warn is None:
+            return
+        usage = self._usage()
+        event = self.budget_warn.observe(usage_share(usage))
+        if event is None or usage is None:
+            return
+        used, limit = usage
+        details = {"sink": self.sink.name, "direction": self.direction.value, "used": str(used),
+                   "limit": str(limit), "warn_share": str(self.budget_warn.threshold),
+                   "stop_share": str(self.cfg.salesforce.api_budget_share)}
+        if event is StreakEvent.ALERT:
+            self._send_alert(Alert(
+                kind=AlertKind.API_BUDGET, severity=AlertSeverity.WARNING,
+                message=f"the org has used {used} of its {limit} daily API requests ({used / limit:.0%}, warning "
+                        f"at {self.budget_warn.threshold:.0%}); the {self.sink.name} sink stops at "
+                        f"{self.cfg.salesforce.api_budget_share:.0%}",
+                details={**details, "cause": self._budget_cause()}))
+        else:
+            self._send_alert(resolved_alert(self._budget_cause(), AlertKind.API_BUDGET,
+                                            f"the org's daily API usage is below "
+                                            f"{self.budget_warn.threshold:.0%} again ({used} of {limit})", details))
 
     def _send_alert(self, alert: Alert) -> None:
         self.producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key=self.sink.name)

@@ -638,7 +638,7 @@ def queue(
         table.add_column(col, overflow="fold")
     labels = {SyncState.IN_QUEUE: "In Queue", SyncState.SUCCESS: "Success", SyncState.FAILED: "[red]Failed[/]",
               SyncState.CONFLICT: "[yellow]Conflict[/]", SyncState.FILTERED: "Filtered",
-              SyncState.AMBIGUOUS: "[yellow]Ambiguous[/]"}
+              SyncState.AMBIGUOUS: "[yellow]Ambiguous[/]", SyncState.SUPERSEDED: "Superseded"}
     for r in rows:
         table.add_row(_when(r.last_attempt), r.queue_id, r.record_id, r.record_type, labels[r.sync_status],
                       str(r.failures), r.last_error or "")

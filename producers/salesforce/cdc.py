@@ -18,6 +18,11 @@ Contract:
   snapshot envelopes and a ``replay_gap`` alert. A stored replay id outside the retention window (the
   subscribe is refused with 400): subscribe from -1, then the same catch-up + alert; the stored position
   becomes ``(-1, catch-up start)`` until the next event, so a crash in between repeats the catch-up.
+  The alert's cause is ``replay_gap:<channel>``; the channel's next change event resolves it (in that
+  event's transaction): the stream flows again.
+- The streaming client failing (Salesforce unreachable, refused) for longer than a minute raises one
+  ``connection_down`` alert (cause ``connection_down:salesforce-producer:salesforce``), resolved once
+  every channel is subscribed again (:class:`sfsync.operations.alerts.DownWatch`).
 - Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
   from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
@@ -79,6 +84,7 @@ from sfsync.kafka.clients import CheckedProducer, DeliveryError
 from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.settings import producer_settings
 from sfsync.kafka.topics import TopicNames
+from sfsync.operations.alerts import DownWatch, StreakEvent, connection_cause, resolved_alert
 from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.streaming import make_streaming_client
@@ -180,6 +186,9 @@ class CdcProducer:
         self.events_produced = 0
         self.dead_lettered = 0
         self.transactions = 0
+        #: channels with an open replay_gap alert, resolved by their next change event
+        self.gaps_open: set[str] = set()
+        self.down = DownWatch()
 
     # ------------------------------------------------------------------ setup
     def _open_kafka(self) -> None:
@@ -218,12 +227,14 @@ class CdcProducer:
                     await client.open()
                     for channel in self.channels:
                         await self._subscribe(client, channel)
+                    self._connection_up()
                     await self._flush()
                     self.health.mark("salesforce", True, f"subscribed to {len(self.channels)} channel(s)")
                     backoff.reset()
                     await self._consume(client)
                 except AiosfstreamException as e:
                     self.health.mark("salesforce", False, f"streaming client failed: {type(e).__name__}")
+                    self._connection_down(f"streaming client failed: {type(e).__name__}")
                     wait = backoff.next()
                     log.warning("streaming client failed (%s: %s); reconnecting in %.1f s",
                                 type(e).__name__, e, wait)
@@ -238,6 +249,23 @@ class CdcProducer:
                 with contextlib.suppress(Exception):
                     self.producer.flush(10)
             self.rest.close()
+
+    def _connection_down(self, detail: str) -> None:
+        if self.down.down(detail) is StreakEvent.ALERT:
+            self.batch.alerts.append(Alert(
+                kind=AlertKind.CONNECTION_DOWN, severity=AlertSeverity.CRITICAL,
+                message=f"the Salesforce CDC producer cannot stream from Salesforce for "
+                        f"{self.down.down_for():.0f} s ({detail}); it keeps reconnecting",
+                details={"role": ROLE, "target": "salesforce", "direction": Direction.INBOUND.value,
+                         "down_s": f"{self.down.down_for():.0f}", "cause": connection_cause(ROLE, "salesforce")}))
+
+    def _connection_up(self) -> None:
+        down_s = self.down.down_for()
+        if self.down.up() is StreakEvent.RESOLVED:
+            self.batch.alerts.append(resolved_alert(
+                connection_cause(ROLE, "salesforce"), AlertKind.CONNECTION_DOWN,
+                f"the Salesforce CDC producer streams again (after {down_s:.0f} s)",
+                {"role": ROLE, "target": "salesforce", "direction": Direction.INBOUND.value}))
 
     async def _subscribe(self, client: Client, channel: str) -> None:
         replay = self.markers[channel].replay_id
@@ -306,6 +334,11 @@ class CdcProducer:
             return
         sobject = self.channels.get(channel, ev.entity)
         if ev.change_type in OPERATIONS:
+            if channel in self.gaps_open:  # the stream flows again after the catch-up
+                self.gaps_open.discard(channel)
+                self.batch.alerts.append(resolved_alert(
+                    f"{AlertKind.REPLAY_GAP.value}:{channel}", AlertKind.REPLAY_GAP,
+                    f"{channel} delivers change events again after the catch-up", {"channel": channel}, sobject))
             try:
                 events = change_events(ev, self._types(sobject), self._external_id(sobject))
             except (ValueError, TypeError) as e:
@@ -408,8 +441,10 @@ class CdcProducer:
                 severity=AlertSeverity.WARNING,
                 message=f"{reason}: re-read {len(events)} {sobject} record(s) changed since {since.isoformat()}",
                 object=sobject,
-                details={"channel": channel, "since": since.isoformat(), "records": str(len(events))},
+                details={"channel": channel, "since": since.isoformat(), "records": str(len(events)),
+                         "cause": f"{AlertKind.REPLAY_GAP.value}:{channel}"},
             ))
+            self.gaps_open.add(channel)
         log.warning("catch-up on %s since %s: %d record(s)", sobject, since.isoformat(), len(events))
 
     # ------------------------------------------------------------------ Kafka

@@ -79,6 +79,11 @@ class SfsyncConfig(BaseSettings):
                 f"salesforce.auth.{missing[0]}", f"is required for auth flow {self.salesforce.auth.flow}"
             )
         check_references(self.objects)
+        warn = self.alerts.api_budget_warn_share
+        if warn is not None and warn >= self.salesforce.api_budget_share:
+            raise _KeyError("alerts.api_budget_warn_share",
+                            f"must be below salesforce.api_budget_share ({self.salesforce.api_budget_share}): the "
+                            "Salesforce sink stops there, so the warning would never come first")
         return self
 
     def summary(self) -> dict[str, str]:

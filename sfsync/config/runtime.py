@@ -71,8 +71,11 @@ class EmailAlerts(_Strict):
 class AlertsConfig(_Strict):
     """Where alerts go besides ``<prefix>.alerts``; delivered by the ``notifier`` role.
 
-    ``api_budget_warn_share`` is not built yet: a config that sets it is refused (a key without
-    behaviour would be a promise sfsync does not keep).
+    ``api_budget_warn_share``: the Salesforce sink raises one ``api_budget`` warning (cause
+    ``api_budget_warn:salesforce``) when the org's daily API usage (``Sforce-Limit-Info``) reaches this share
+    of the org's limit, and resolves it when usage is read below it again (a new day); ``None``: no early
+    warning. Set it below ``salesforce.api_budget_share``, where the sink stops (``config check`` refuses
+    a value at or above it: the warning could never come first).
     """
 
     webhook_url: SecretStr | None = None
@@ -84,14 +87,6 @@ class AlertsConfig(_Strict):
     email: EmailAlerts | None = None
     consecutive_failures: int = Field(10, ge=1)
     api_budget_warn_share: float | None = Field(None, gt=0.0, le=1.0)
-
-    @field_validator("api_budget_warn_share")
-    @classmethod
-    def _not_built(cls, v: float | None) -> float | None:
-        if v is not None:
-            raise ValueError("not supported yet: sfsync does not raise an early API budget warning; the "
-                             "api_budget alert fires when salesforce.api_budget_share is spent (remove this key)")
-        return v
 
     @model_validator(mode="after")
     def _secret_needs_webhook(self) -> Self:

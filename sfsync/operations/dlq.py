@@ -308,9 +308,10 @@ def wait_for_outcomes(cfg: SfsyncConfig, outcomes: list[ReplayOutcome], since: d
         for i in list(pending):
             o = outcomes[i]
             s = latest.get(f"{o.letter.direction.value}:{o.record_key}")
-            if s is not None and s.updated_ts >= since and s.state in (SyncState.SUCCESS, SyncState.FAILED):
+            if s is not None and s.updated_ts >= since and s.state in (SyncState.SUCCESS, SyncState.SUPERSEDED,
+                                                                        SyncState.FAILED):
                 found[i] = s
-                if s.state is SyncState.SUCCESS or time.monotonic() >= deadline:
+                if s.state is not SyncState.FAILED or time.monotonic() >= deadline:
                     pending.discard(i)
         if not pending or time.monotonic() >= deadline:
             break

@@ -15,6 +15,13 @@ Contract:
 - Email: SMTP to ``alerts.email.smtp_host:port``, STARTTLS (the certificate checked) before login and
   before the message; retried the same way.
 - Secrets (webhook URL, HMAC key, SMTP password) are never in a log line, a repr or an exception text.
+- DLQ age ("a record in the DLQ for more than a day"): every ``dlq_check_s`` (10 min), once it has caught
+  up with the alerts topic, the notifier reads every ``<prefix>.dlq.<sink>`` and writes to
+  ``<prefix>.alerts`` one ``dlq_age`` alert per DLQ topic holding letters still dead (not replayed, not
+  purged) that entered it more than a day ago, and one "resolved" once none is left; it then delivers
+  them like any alert. Why here: the notifier is the one long-running singleton that follows the alerts
+  topic (so it knows, after a restart too, which of these causes are open: :class:`DlqAgeWatch`); a sink
+  has replicas and forgets on restart, and ``sfsync alerts`` only runs when a person runs it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import logging
 import smtplib
 import ssl
 import threading
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -36,15 +45,30 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaException, To
 from sfsync.backoff import Backoff
 from sfsync.config import EmailAlerts, SfsyncConfig
 from sfsync.health import Health
-from sfsync.kafka.clients import make_consumer
-from sfsync.kafka.topics import TopicNames
-from sfsync.operations.alerts import WINDOW, Deduper, alert_cause, is_resolved
-from sfsync.records import Alert
+from sfsync.kafka.clients import CheckedProducer, make_consumer, make_producer
+from sfsync.kafka.topics import SINKS, TopicNames
+from sfsync.operations.alerts import (
+    DLQ_MAX_AGE,
+    WINDOW,
+    Deduper,
+    DlqAgeWatch,
+    StaleLetters,
+    StreakEvent,
+    alert_cause,
+    dlq_age_cause,
+    is_resolved,
+    resolved_alert,
+    stale_dead_letters,
+)
+from sfsync.operations.dlq import DlqFilter, LetterState, list_dead_letters
+from sfsync.records import Alert, AlertKind, AlertSeverity
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.notifier")
 
 SIGNATURE_HEADER = "X-Sfsync-Signature"
+#: how often the notifier reads the DLQ topics for letters older than a day
+DLQ_CHECK_S = 600.0
 
 __all__ = ["SIGNATURE_HEADER", "EmailChannel", "Notifier", "WebhookChannel", "alert_document", "channels_of",
            "run", "sign"]
@@ -154,7 +178,9 @@ class Notifier:
     """Consumes the alerts topic and delivers (see the module contract)."""
 
     def __init__(self, cfg: SfsyncConfig, channels: list[Channel] | None = None, health: Health | None = None,
-                 first_wait_s: float = 1.0) -> None:
+                 first_wait_s: float = 1.0, *, dlq_check_s: float = DLQ_CHECK_S,
+                 dlq_max_age: timedelta = DLQ_MAX_AGE,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.cfg = cfg
         self.names = TopicNames(cfg.kafka.topic_prefix)
         self.serde = Serde.from_config(cfg.kafka)
@@ -164,6 +190,11 @@ class Notifier:
         self.first_wait_s = first_wait_s
         self.delivered: list[tuple[str, Alert]] = []  # (channel, alert), for tests and logs
         self.consumer = make_consumer(cfg.kafka, f"{cfg.kafka.topic_prefix}-notifier", "notifier")
+        self.dlq_watch = DlqAgeWatch()
+        self.dlq_check_s = dlq_check_s
+        self.dlq_max_age = dlq_max_age
+        self.now = now
+        self._producer: CheckedProducer | None = None
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -171,13 +202,25 @@ class Notifier:
             if partitions is None:
                 return
             committed = {tp.partition: tp.offset for tp in self.consumer.committed(partitions, timeout=30)}
+            # the end of the topic at start: the DLQ watch knows which causes are open once read up to it
+            ends = {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=30) for tp in partitions}
+            pending = {tp.partition: hi for tp in partitions for low, hi in [ends[tp.partition]] if hi > low}
             self.health.mark("broker", True, f"following {self.names.alerts}")
             log.info("notifier: delivering to %s", ", ".join(c.name for c in self.channels) or "nothing (no "
                      "alerts.webhook_url / alerts.email configured: alerts are only on the topic)")
             recent = datetime.now(UTC) - WINDOW
+            next_scan = 0.0
             while not stop.is_set():
                 self.health.beat()
-                for msg in self.consumer.consume(100, 0.5):
+                messages = self.consumer.consume(100, 0.5)
+                if not messages and pending:  # positions count transaction markers too, unlike messages
+                    for tp in self.consumer.position([TopicPartition(self.names.alerts, p) for p in pending]):
+                        if tp.offset >= pending[tp.partition]:
+                            pending.pop(tp.partition)
+                if not messages and not pending and time.monotonic() >= next_scan:
+                    self.check_dead_letters()
+                    next_scan = time.monotonic() + self.dlq_check_s
+                for msg in messages:
                     if msg.error() is not None:
                         continue
                     p, offset = msg.partition() or 0, msg.offset() or 0
@@ -188,6 +231,7 @@ class Notifier:
                         continue
                     start = committed.get(p, OFFSET_INVALID)
                     replaying = offset < start if start >= 0 else alert.ts < recent
+                    self.dlq_watch.note(alert)
                     decision = self.deduper.decide(alert)
                     if decision is not None and not replaying:
                         self._deliver(decision, stop)
@@ -195,6 +239,39 @@ class Notifier:
                         self._commit(p, offset + 1)
         finally:
             self.consumer.close()
+            if self._producer is not None:
+                self._producer.flush(10)
+
+    def check_dead_letters(self) -> list[Alert]:
+        """One DLQ scan: the ``dlq_age`` alerts it wrote to the alerts topic (see the module contract).
+        A scan that cannot read the DLQ topics is logged and tried again at the next interval."""
+        topics = [self.names.dlq(sink) for sink in SINKS]
+        try:
+            letters = list_dead_letters(self.cfg, DlqFilter(states=frozenset({LetterState.DEAD})), timeout=60)
+        except (KafkaException, TimeoutError) as e:
+            log.warning("notifier: dead letters not checked (%s); trying again in %.0f s", e, self.dlq_check_s)
+            return []
+        stale = stale_dead_letters(((x.topic, x.id, x.written) for x in letters), self.now(), self.dlq_max_age)
+        out = [self._dlq_alert(topic, event, found) for topic, event, found in self.dlq_watch.decide(topics, stale)]
+        if out:
+            if self._producer is None:
+                self._producer = make_producer(self.cfg.kafka, "notifier")
+            for alert in out:
+                self._producer.produce(self.names.alerts, self.serde.encode(alert, self.names.alerts), key="notifier")
+            self._producer.flush(30)
+        return out
+
+    def _dlq_alert(self, topic: str, event: StreakEvent, found: StaleLetters | None) -> Alert:
+        hours = self.dlq_max_age.total_seconds() / 3600
+        if event is StreakEvent.RESOLVED or found is None:
+            return resolved_alert(dlq_age_cause(topic), AlertKind.DLQ_AGE,
+                                  f"no dead letter in {topic} is older than {hours:.0f} h any more",
+                                  {"dlq": topic})
+        return Alert(kind=AlertKind.DLQ_AGE, severity=AlertSeverity.WARNING,
+                     message=f"{found.count} dead letter(s) in {topic} waiting for more than {hours:.0f} h "
+                             f"(oldest since {found.oldest.isoformat(timespec='seconds')}): replay or purge them",
+                     details={"dlq": topic, "count": str(found.count), "oldest": found.oldest.isoformat(),
+                              "ids": ",".join(found.ids[:20]), "cause": dlq_age_cause(topic)})
 
     def _assign(self, stop: threading.Event) -> list[TopicPartition] | None:
         backoff = Backoff(0.5, 10.0)

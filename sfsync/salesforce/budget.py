@@ -71,3 +71,11 @@ def decide(
         return BudgetDecision(Pace.GO, allowed=allowed, used=used)
     fraction = min(1.0, (used - threshold) / (allowed - threshold))
     return BudgetDecision(Pace.SLOW, delay_s=round(max_delay_s * fraction, 3), allowed=allowed, used=used)
+
+
+def usage_share(usage: tuple[int, int] | None) -> float | None:
+    """The share of the org's daily limit used (``used / limit``), for ``alerts.api_budget_warn_share``;
+    ``None`` while no response told it (or a limit of 0)."""
+    if usage is None or usage[1] <= 0:
+        return None
+    return usage[0] / usage[1]
