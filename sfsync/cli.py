@@ -53,6 +53,9 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Two-way Salesforce <-> PostgreSQL sync over Kafka."""
     import logging
 
+    global console
+    console = Console()  # sized now, per invocation (``COLUMNS``, the terminal), not when the module was imported
+
     from sfsync.kafka.settings import LIBRDKAFKA_LOG
 
     # librdkafka's lines reach Python logging; a command reports failures itself, and only `run` (which

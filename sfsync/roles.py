@@ -52,10 +52,9 @@ def processor(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
 
 
 def postgres_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
-    from consumers.postgres.sink import PostgresSink
-    from consumers.runner import SinkRunner
+    from consumers.postgres.syncstate import run_postgres_sink  # the sink, plus the sync-state follower
 
-    SinkRunner(cfg, PostgresSink(cfg), health=health).run(stop)
+    run_postgres_sink(cfg, stop, health)
 
 
 def salesforce_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:

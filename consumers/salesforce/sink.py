@@ -22,6 +22,8 @@ Contract (on top of :mod:`consumers.base`):
   (``SinkUnavailable`` with ``retry_after``) — before the share is used, never after. While stopped,
   one ``GET limits`` per ``salesforce.api_budget_retry_s`` reads the budget again (a new day).
 - Every request carries ``Sforce-Call-Options: client=<salesforce.call_options_client>``.
+- ``sync_metadata.salesforce_field`` (when configured) gets the write's time on every record of an upsert call
+  (same call; the field is never mapped, so its CDC echo maps to nothing).
 - Schema drift (docs/schema-drift.md; pure rules in :mod:`consumers.salesforce.drift`, durable state in
   :mod:`consumers.salesforce.suspend`): a record failing ``INVALID_FIELD``/``INVALID_TYPE`` makes the sink
   describe the object (one call); every mapped field the describe no longer lists is **suspended** (one
@@ -41,6 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +69,7 @@ from sfsync.salesforce.auth import AuthenticationFailed
 from sfsync.salesforce.budget import BudgetDecision, Pace, decide
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.soql import soql_string
+from sfsync.salesforce.values import to_json_value
 
 if TYPE_CHECKING:
     from consumers.salesforce.suspend import DriftStore
@@ -381,6 +385,7 @@ class SalesforceSink:
                 outcomes[n] = Failure(FailureKind.TRANSIENT, "REFERENCE_NOT_SYNCED", str(e))
         if not records:
             return outcomes
+        self._stamp_sync_time(call.object, records)
         answer = self._request(f"composite/sobjects/{call.object}/{call.key_field}", "PATCH",
                                json={"allOrNone": False, "records": records})
         results = answer if isinstance(answer, list) else []
@@ -392,6 +397,16 @@ class SalesforceSink:
                 self._remember(call.object, call.entries[n], str(result.get("id") or ""),
                                bool(result.get("created")))
         return outcomes
+
+    def _stamp_sync_time(self, sobject: str, records: list[dict[str, Any]]) -> None:
+        """``sync_metadata.salesforce_field`` = this write's time on every record of the call (same call, no
+        extra API call; not a mapped field, so its CDC echo carries nothing the processor maps)."""
+        mapping = self.cfg.objects.get(sobject)
+        meta = mapping.sync_metadata if mapping is not None else None
+        if meta is not None:
+            now = to_json_value(datetime.now(UTC))
+            for record in records:
+                record[meta.salesforce_field] = now
 
     def _remember(self, sobject: str, entry: Entry, sfid: str, created: bool) -> None:
         if not sfid or entry.local_key is None:

@@ -23,6 +23,8 @@ Contract:
 - The streaming client failing (Salesforce unreachable, refused) for longer than a minute raises one
   ``connection_down`` alert (cause ``connection_down:salesforce-producer:salesforce``), resolved once
   every channel is subscribed again (:class:`sfsync.operations.alerts.DownWatch`).
+- Parent paths (``Owner.Name``) are resolved for the envelopes of every event, repair and catch-up, and a
+  change of a captured parent re-emits its children's updates (:mod:`producers.salesforce.parents`).
 - Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
   from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
@@ -76,6 +78,7 @@ from producers.salesforce.events import (
     snapshot_events,
     start_replay_id,
 )
+from producers.salesforce.parents import ParentFields
 from sfsync import eventloop
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
@@ -178,6 +181,8 @@ class CdcProducer:
         self.rest = SalesforceClient(cfg.salesforce)
         self.channels = {channel_for(name): name for name in cfg.objects}
         self.types: dict[str, ObjectTypes] = {}
+        #: parent paths (``Owner.Name``) of the envelopes: resolved here, see producers.salesforce.parents
+        self.parents = ParentFields(cfg.objects, self.rest.query_records, self.rest.describe)
         self.committed: dict[str, OffsetRecord] = {}
         self.last_commit_ms: dict[str, int] = {}
         self.markers: dict[str, ReplayMarker] = {}
@@ -201,7 +206,9 @@ class CdcProducer:
 
     def _describe(self) -> None:
         for name in self.cfg.objects:
-            self.types[name] = ObjectTypes.from_describe(self.rest.describe(name))
+            doc = self.rest.describe(name)
+            self.types[name] = ObjectTypes.from_describe(doc)
+            self.parents.learn(name, doc)
 
     def _reset_markers(self) -> None:
         """Resume the streaming client from what is committed (or the configured start)."""
@@ -344,7 +351,9 @@ class CdcProducer:
             except (ValueError, TypeError) as e:
                 self._malformed(channel, message, f"its values make no change event: {e}", sobject)
             else:
-                self._add(events, channel, message)
+                self._add(await self.parents.resolve(sobject, events), channel, message)
+                for child, updates in await self.parents.children(sobject, channel, events):
+                    self._add(updates, channel_for(child))
         elif ev.change_type in GAP_RECORD_TYPES:
             await self._repair_records(ev, sobject)
         elif ev.change_type == GAP_OVERFLOW:
@@ -410,9 +419,10 @@ class CdcProducer:
         for ids in chunks(ev.record_ids):
             soql = record_query(sobject, fields, ids)
             rows += await asyncio.to_thread(self.rest.query_records, soql, True)
-        self._add(snapshot_events(sobject, rows, types, channel=ev.channel, position=str(ev.replay_id),
-                                  fallback_ms=ev.commit_ms, external_id_field=self._external_id(sobject),
-                                  requested_ids=ev.record_ids), ev.channel)
+        events = snapshot_events(sobject, rows, types, channel=ev.channel, position=str(ev.replay_id),
+                                 fallback_ms=ev.commit_ms, external_id_field=self._external_id(sobject),
+                                 requested_ids=ev.record_ids)
+        self._add(await self.parents.resolve(sobject, events), ev.channel)
 
     async def _catch_up(self, channel: str, last_commit_ms: int | None, reason: str | None, *,
                         position: str | None = None, fallback_ms: int | None = None,
@@ -432,6 +442,7 @@ class CdcProducer:
         pos = position or f"catchup:{since.isoformat()}"
         events = snapshot_events(sobject, rows, types, channel=channel, position=pos,
                                  fallback_ms=fallback_ms or now_ms, external_id_field=self._external_id(sobject))
+        events = await self.parents.resolve(sobject, events)
         self._add(events, channel)
         if position is None:
             self._position(channel, -1, int(since.timestamp() * 1000))

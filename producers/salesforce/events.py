@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from producers.deadletters import SIZE_ERROR, DeadLetter, build_dead_letter, message_size, too_large
+from producers.salesforce.parents import reference_field_guess, split_path
 from sfsync.config import ObjectMapping
 from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source
@@ -177,11 +178,14 @@ def change_events(ev: CdcEvent, types: ObjectTypes, external_id_field: str | Non
 
 def query_fields(types: ObjectTypes, mapping: ObjectMapping | None) -> list[str]:
     """Fields a repair/catch-up query reads: system fields, the external id, the mapped fields (only those
-    the describe knows, never compound address/location fields)."""
+    the describe knows, never compound address/location fields); for a parent path (``Owner.Name``) its
+    reference field (``OwnerId``), which :mod:`producers.salesforce.parents` resolves."""
     wanted: list[str] = list(SYSTEM_FIELDS)
     if mapping is not None:
         wanted.append(mapping.external_id_field)
-        wanted += [f.field for f in mapping.fields]
+        for f in mapping.fields:
+            split = split_path(f.field)
+            wanted.append(f.field if split is None else reference_field_guess(split[0]))
     out: list[str] = []
     for name in wanted:
         kind = types.types.get(name)

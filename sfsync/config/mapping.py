@@ -15,15 +15,17 @@ Contract:
 - :class:`RecordFilters` (``objects.<Name>.filters``) says which records sync: its
   conditions are compiled here (:mod:`sfsync.filters`), so a bad one is reported
   with its key path and column; the language and its evaluation live there.
+- :class:`SyncStateColumns` / :class:`SyncMetadata` (``sync_state``, ``sync_metadata``) name the local
+  columns and the Salesforce field sfsync keeps its own sync state in; never mapped fields.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from sfsync.config._base import _SF_NAME, SfName, SqlIdentifier, _KeyError, _Strict
 from sfsync.filters import Exclusions, compile_filter, normalize_domain
@@ -75,11 +77,31 @@ class FieldType(StrEnum):
     DATETIME = "datetime"
 
 
+def _field_or_path(v: str) -> str:
+    """A Salesforce field API name, or a one-level parent path ``Relationship.Field`` (``Owner.Name``)."""
+    parts = v.split(".")
+    if len(parts) > 2:
+        raise ValueError("a parent path has one level: Relationship.Field (e.g. Owner.Name)")
+    if not all(_SF_NAME.match(p) for p in parts):
+        raise ValueError("must be a Salesforce API name (letters, digits, '_', starting with a letter), or a "
+                         "parent path Relationship.Field (e.g. Owner.Name)")
+    return v
+
+
+#: a field API name or a parent path (``Owner.Name``): checked by :func:`_field_or_path`
+SfFieldPath = Annotated[str, AfterValidator(_field_or_path)]
+
+
 class FieldMapping(_Strict):
-    """One mapped field: a local column and a Salesforce field."""
+    """One mapped field: a local column and a Salesforce field.
+
+    ``field`` may be a parent path ``Relationship.Field`` (``Owner.Name``, ``Account.Industry``): the field of
+    the record the child's reference points to, read one way into the column (``direction: to_local``
+    required; no ``reference``, no ``conflict_policy``). See docs/mapping.md, "Parent fields".
+    """
 
     column: SqlIdentifier
-    field: SfName
+    field: SfFieldPath
     direction: Direction = Direction.BOTH
     value_map: dict[str, str] = Field(default_factory=dict)
     transforms: list[Transform] = Field(default_factory=list)
@@ -87,6 +109,25 @@ class FieldMapping(_Strict):
     type: FieldType | None = None
     #: overrides the object's ``conflict_policy`` for this field (``both`` fields only)
     conflict_policy: ConflictPolicy | None = None
+
+    @property
+    def is_parent_path(self) -> bool:
+        """True for a parent path (``Owner.Name``)."""
+        return "." in self.field
+
+    @model_validator(mode="after")
+    def _parent_path(self) -> Self:
+        if self.is_parent_path:
+            if self.direction is not Direction.TO_LOCAL:
+                raise _KeyError("direction", f"{self.field} is a parent field: it is read from Salesforce only; "
+                                "set direction: to_local")
+            if self.reference is not None:
+                raise _KeyError("reference", f"{self.field} is a parent field: it is copied as a value, not "
+                                "translated through a link; remove reference")
+            if self.conflict_policy is not None:
+                raise _KeyError("conflict_policy", f"{self.field} is a parent field (to_local): there is no "
+                                "conflict to decide; remove conflict_policy")
+        return self
 
     @field_validator("value_map")
     @classmethod
@@ -174,6 +215,41 @@ class RecordFilters(_Strict):
         return next((f for f in obj.fields if f.field.lower() == wanted.lower()), None)
 
 
+class SyncStateColumns(_Strict):
+    """``objects.<Name>.sync_state``: columns of the local table that show the record's sync state (issue 12).
+
+    Written by sfsync only (the PostgreSQL sink's state follower, :mod:`consumers.postgres.syncstate`),
+    as uncaptured sfsync writes: never outbound changes. ``status_column`` gets the latest state of either
+    direction (``success``, ``failed``, ``in_queue``, ...), ``status_at_column`` that state's time: it is
+    the ordering guard (a state older than the one shown never replaces it, across directions, replicas and
+    restarts), so it is required. ``error_column`` (the last error, trimmed to ``error_max_length``; null on
+    success) and ``synced_at_column`` (time of the last successful sync, either direction) may be null to
+    leave them out.
+    """
+
+    status_column: SqlIdentifier = "sync_status"
+    status_at_column: SqlIdentifier = "sync_status_at"
+    error_column: SqlIdentifier | None = "sync_error"
+    synced_at_column: SqlIdentifier | None = "synced_at"
+    error_max_length: int = Field(default=1000, ge=16)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Key name -> column, for the ones in use."""
+        found = {"status_column": self.status_column, "status_at_column": self.status_at_column,
+                 "error_column": self.error_column, "synced_at_column": self.synced_at_column}
+        return {k: v for k, v in found.items() if v is not None}
+
+
+class SyncMetadata(_Strict):
+    """``objects.<Name>.sync_metadata``: a Salesforce field that receives the time of sfsync's last successful
+    write of the record (issue 13). The Salesforce sink adds it to every create/update it sends (the same
+    call, no extra API call); it must not be a mapped field, so its CDC echo never flows back as a change.
+    The local counterpart is ``sync_state.synced_at_column``."""
+
+    salesforce_field: SfName
+
+
 class ObjectMapping(_Strict):
     """How one Salesforce object maps onto one local table."""
 
@@ -186,6 +262,8 @@ class ObjectMapping(_Strict):
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     fields: list[FieldMapping] = Field(min_length=1)
     filters: RecordFilters = Field(default_factory=lambda: RecordFilters())
+    sync_state: SyncStateColumns | None = None
+    sync_metadata: SyncMetadata | None = None
 
     @field_validator("match_key", mode="before")
     @classmethod
@@ -221,7 +299,27 @@ class ObjectMapping(_Strict):
             seen_cols.add(f.column)
             seen_fields.add(f.field)
         self._check_filters()
+        self._check_sync_fields(seen_cols, seen_fields)
         return self
+
+    def _check_sync_fields(self, mapped_columns: set[str], mapped_fields: set[str]) -> None:
+        """Sync-state columns are distinct, not keys and not mapped (sfsync writes them, they never sync);
+        the metadata field is not mapped and not the external id (its echo must not flow back)."""
+        if self.sync_state is not None:
+            seen: dict[str, str] = {}
+            for key, column in self.sync_state.columns.items():
+                where = f"sync_state.{key}"
+                if column in (self.local_key, self.sfid_column) or column in mapped_columns:
+                    raise _KeyError(where, f"column {column!r} is mapped (or a key); sync-state columns are "
+                                    "written by sfsync only and never synced")
+                if column in seen:
+                    raise _KeyError(where, f"column {column!r} is also sync_state.{seen[column]}")
+                seen[column] = key
+        if self.sync_metadata is not None:
+            name = self.sync_metadata.salesforce_field
+            if name.lower() in {f.lower() for f in mapped_fields} | {self.external_id_field.lower(), "id"}:
+                raise _KeyError("sync_metadata.salesforce_field", f"field {name!r} is mapped (or a key); the sync "
+                                "time field is written by sfsync only and never synced")
 
     def _check_filters(self) -> None:
         """Outbound conditions may read only what the capture trigger carries (mapped columns, the local key

@@ -218,6 +218,13 @@ def check_mapping(cfg: SfsyncConfig, tables: dict[str, TableInfo]) -> list[str]:
         for i, f in enumerate(obj.fields):
             if f.column not in info.columns:
                 problems.append(f"{where}.{f.column}: column does not exist (objects.{name}.fields[{i}].column)")
+        if obj.sync_state is not None:
+            for key, column in obj.sync_state.columns.items():
+                if column not in info.columns:
+                    problems.append(f"{where}.{column}: column does not exist (objects.{name}.sync_state.{key})")
+                elif key.endswith("_at_column") and not info.columns[column].startswith("timestamp"):
+                    problems.append(f"{where}.{column}: is {info.columns[column]}, a sync time needs timestamptz "
+                                    f"or timestamp (objects.{name}.sync_state.{key})")
     return problems
 
 

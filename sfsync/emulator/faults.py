@@ -118,6 +118,9 @@ class Stats:
         self.collection_records_total = 0
         self.events_emitted = 0
         self.faults_injected = 0
+        #: the SOQL text of the latest queries (``query``/``queryAll``), oldest first: tests assert which
+        #: queries a role ran (e.g. one parent lookup for many children)
+        self.queries: deque[str] = deque(maxlen=1_000)
 
     def count_api(self, endpoint: str) -> None:
         """Count one REST API call (the calls that use the daily API allowance)."""
@@ -132,6 +135,10 @@ class Stats:
         """Record the size of one sObject Collections call."""
         self.collection_calls.append({"endpoint": endpoint, "records": records})
         self.collection_records_total += records
+
+    def count_query(self, soql: str) -> None:
+        """Remember one SOQL query's text."""
+        self.queries.append(soql)
 
     def count_events(self, n: int) -> None:
         """Count emitted CDC events."""
@@ -150,4 +157,5 @@ class Stats:
             "max_records_per_collection_call": max(sizes, default=0),
             "events_emitted": self.events_emitted,
             "faults_injected": self.faults_injected,
+            "queries": list(self.queries),
         }

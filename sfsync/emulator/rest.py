@@ -306,6 +306,7 @@ async def query(request: Request) -> Response:
     soql = request.query_params.get("q")
     if not soql:
         raise SfError("MALFORMED_QUERY", "A query string must be provided.")
+    emu.stats.count_query(soql)
     compiled = compile_query(emu.schema, emu.store, soql)
     total, rows = execute(compiled, emu.store, version, include_deleted)
     size = _batch_size(request)

@@ -112,6 +112,7 @@ class SfField:
     html_formatted: bool = False
     calculated: bool = False
     scale: int = 0
+    relationship_name: str | None = None
 
     @classmethod
     def from_describe(cls, entry: Mapping[str, Any]) -> SfField:
@@ -131,6 +132,7 @@ class SfField:
             html_formatted=bool(entry.get("htmlFormatted", False)),
             calculated=bool(entry.get("calculated", False)),
             scale=int(entry.get("scale") or 0),
+            relationship_name=str(entry["relationshipName"]) if entry.get("relationshipName") else None,
         )
 
     @property
@@ -163,6 +165,12 @@ class SfObject:
     def suggest(self, name: str) -> str:
         """`` (did you mean X?)`` for a near miss, else empty."""
         return _did_you_mean(name, self.fields)
+
+    def relationship(self, name: str) -> SfField | None:
+        """The reference field whose relationship is ``name`` (``Owner`` -> ``OwnerId``), case-insensitively."""
+        lowered = name.lower()
+        return next((f for f in self.fields.values()
+                     if f.relationship_name is not None and f.relationship_name.lower() == lowered), None)
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -273,7 +281,10 @@ def check_mapping(
             out.error(f"objects.{name}.table", f"table {schema}.{obj.table} does not exist")
         _check_keys(out, name, obj, sf, table, schema)
         for i, f in enumerate(obj.fields):
-            _check_field(out, objects, name, obj, i, f, sf, table, schema)
+            if f.is_parent_path:
+                _check_parent_field(out, name, obj, i, f, sf, describes, table, schema)
+            else:
+                _check_field(out, objects, name, obj, i, f, sf, table, schema)
         _check_filters(out, name, obj, sf)
         report.problems.extend(out.problems)
         report.objects.append(ObjectSummary(
@@ -325,6 +336,66 @@ def _check_keys(out: _Collector, name: str, obj: ObjectMapping, sf: SfObject | N
         if table is not None and pair.column not in table.columns:
             out.error(f"{base}.match_key[{i}].column", f"table {schema}.{obj.table} has no column "
                       f"{pair.column}" + table.suggest(pair.column))
+
+
+def parent_objects(objects: Mapping[str, ObjectMapping], describes: Mapping[str, SfObject | None]) -> set[str]:
+    """The objects parent paths (``Owner.Name``) point to that ``describes`` does not hold yet: what
+    :func:`check_mapping` needs described as well to judge those paths."""
+    out: set[str] = set()
+    for name, obj in objects.items():
+        sf = describes.get(name)
+        for f in obj.fields:
+            if sf is None or not f.is_parent_path:
+                continue
+            ref = sf.relationship(f.field.partition(".")[0])
+            if ref is not None and len(ref.reference_to) == 1 and ref.reference_to[0] not in describes:
+                out.add(ref.reference_to[0])
+    return out
+
+
+def _check_parent_field(out: _Collector, name: str, obj: ObjectMapping, i: int, f: FieldMapping,
+                        sf: SfObject | None, describes: Mapping[str, SfObject | None] | None, table: Table | None,
+                        schema: str) -> None:
+    """A parent path ``Rel.Field``: ``Rel`` is a relationship of the object to exactly one object, that object
+    has ``Field``, of a supported type that fits the column (read one way, into the column)."""
+    path = f"objects.{name}.fields[{i}]"
+    rel, _, parent_field = f.field.partition(".")
+    where = f"{name}.{f.field}"
+    column = table.columns.get(f.column) if table is not None else None
+    if table is not None and column is None:
+        out.error(path, f"table {schema}.{obj.table} has no column {f.column}" + table.suggest(f.column), where)
+    if sf is None or describes is None:
+        return
+    ref = sf.relationship(rel)
+    if ref is None:
+        known = [x.relationship_name for x in sf.fields.values() if x.relationship_name]
+        out.error(path, f"{name} has no relationship {rel}" + _did_you_mean(rel, known)
+                  + " (a parent path names a lookup's relationship, e.g. Owner for OwnerId)", where)
+        return
+    if len(ref.reference_to) != 1:
+        out.error(path, f"{name}.{ref.name} is polymorphic (it points to {', '.join(ref.reference_to) or 'nothing'}"
+                  "): parent paths need a lookup to one object", where)
+        return
+    parent = describes.get(ref.reference_to[0])
+    if parent is None:
+        out.error(path, f"Salesforce has no object {ref.reference_to[0]} (the parent {rel} points to), or this user "
+                  "cannot see it", where)
+        return
+    pff = parent.get(parent_field)
+    if pff is None:
+        out.error(path, f"{parent.name} (the parent {rel} points to) has no field {parent_field}"
+                  + parent.suggest(parent_field), where)
+        return
+    where = f"{name}.{rel}.{pff.name}"
+    handled = bool(HANDLED_BY.get(pff.type, frozenset()) & set(f.transforms))
+    if not handled and pff.type in UNSUPPORTED_TYPES:
+        out.error(path, f"type {pff.type} is not supported: {UNSUPPORTED_TYPES[pff.type]}", where)
+        return
+    if not handled and pff.rich_text:
+        out.error(path, f"type textarea (rich text) is not supported: {RICH_TEXT}", where)
+        return
+    if column is not None:
+        _check_types(out, path, where, f, pff, column)
 
 
 def _check_field(out: _Collector, objects: Mapping[str, ObjectMapping], name: str, obj: ObjectMapping, i: int,

@@ -1,7 +1,8 @@
 """Thin adapters that fetch what :func:`~sfsync.mappingcheck.rules.check_mapping` judges, and run it.
 
 - :func:`fetch_describes`: ``sf.<Object>.describe()`` through simple-salesforce (one API call per mapped
-  object); an object Salesforce does not know is ``None``.
+  object, and per object a parent path such as ``Owner.Name`` points to); an object Salesforce does not know
+  is ``None``.
 - :func:`fetch_tables`: the mapped tables' columns from ``information_schema.columns`` (one query).
 - :func:`run_check`: both, then the pure check. A side that cannot be reached is skipped and named in
   :attr:`Report.skipped` (``mapping check`` then exits 1; a role logs it and starts, since every role already
@@ -17,7 +18,8 @@ import psycopg
 from simple_salesforce.exceptions import SalesforceError, SalesforceResourceNotFound
 
 from sfsync.config import SfsyncConfig
-from sfsync.mappingcheck.rules import Column, Report, SfObject, Table, check_mapping
+from sfsync.mappingcheck.rules import Column, Report, SfObject, Table, check_mapping, parent_objects
+from sfsync.mappingcheck.syncstate import check_sync_fields
 
 #: bound on how long a role's start-up check waits for each side
 CONNECT_TIMEOUT_S = 10
@@ -65,6 +67,7 @@ def run_check(cfg: SfsyncConfig, application_name: str = "sfsync-mapping-check")
             "request_timeout_s": min(cfg.salesforce.request_timeout_s, CONNECT_TIMEOUT_S)}), pool_size=1)
         try:
             describes = fetch_describes(client, cfg.objects)
+            describes.update(fetch_describes(client, sorted(parent_objects(cfg.objects, describes))))
         except AuthenticationFailed as e:
             skipped.append(f"salesforce: {e}")
         except (SalesforceError, OSError) as e:  # requests' errors are OSErrors
@@ -77,5 +80,6 @@ def run_check(cfg: SfsyncConfig, application_name: str = "sfsync-mapping-check")
         except psycopg.Error as e:
             skipped.append(f"postgres: cannot read the table definitions: {type(e).__name__}")
     report = check_mapping(cfg.objects, describes, tables, cfg.postgres.schema_name)
+    report.problems.extend(check_sync_fields(cfg.objects, describes, tables, cfg.postgres.schema_name))
     report.skipped.extend(skipped)
     return report
