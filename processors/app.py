@@ -66,7 +66,7 @@ from processors.state import SourcePosition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
-from sfsync.health import Health, JoinWatch, watch_join
+from sfsync.health import Health, JoinWatch, exit_unless_gone, watch_join
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
@@ -74,6 +74,9 @@ from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent, Direction, Re
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
+
+#: how long a worker that stops itself (without committing) may take to shut down before it exits hard
+STOP_GRACE_S = 15.0
 
 
 class ProcessorStats:
@@ -205,6 +208,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         stats.add("worker_stopped")
         log.critical("stopping the worker without committing %s[%d]@%d: %s: %s", msg.topic, msg.partition,
                      msg.offset, type(exc).__name__, exc)
+        exit_unless_gone(STOP_GRACE_S, 1, f"{type(exc).__name__} at {msg.topic}[{msg.partition}]@{msg.offset}")
         await app.crash(exc)
 
     async def stop_worker(event: Any, exc: BaseException) -> NoReturn:

@@ -184,6 +184,27 @@ class JoinWatch:
                 f"committed)")
 
 
+def exit_unless_gone(after_s: float, code: int, why: str, exit: Callable[[int], object] = os._exit
+                     ) -> threading.Thread:
+    """Start a daemon thread that ends the process with ``code`` if it is still running ``after_s`` from now.
+
+    For a role that decided to stop without committing (the processor after an environment failure): the
+    stop must happen even when the orderly shutdown hangs (seen: a crashed faust worker alive for minutes,
+    its consumer leaving the group). Exiting hard is safe at that point: nothing unacknowledged is
+    committed, exactly as after ``kill -9``."""
+
+    def wait_then_exit() -> None:
+        time.sleep(after_s)
+        log.error("still running %.0f s after deciding to stop (%s): exiting with %d", after_s, why, code)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        exit(code)
+
+    thread = threading.Thread(target=wait_then_exit, name="exit-unless-gone", daemon=True)
+    thread.start()
+    return thread
+
+
 def watch_join(watch: JoinWatch, role: str, interval_s: float = 1.0,
                exit: Callable[[int], object] = os._exit) -> threading.Thread:
     """Start a daemon thread that ends the process with :data:`RESTART_EXIT_CODE` once ``watch`` is

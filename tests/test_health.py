@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from sfsync.health import RESTART_EXIT_CODE, Health, HealthServer, JoinWatch, watch_join
+from sfsync.health import RESTART_EXIT_CODE, Health, HealthServer, JoinWatch, exit_unless_gone, watch_join
 
 
 @pytest.fixture
@@ -105,3 +105,15 @@ def test_the_watchdog_exits_with_the_restart_code_once_overdue() -> None:
     watch_join(watch, "processor", interval_s=0.01, exit=exit_)
     clock.now += 6.0
     assert exited.wait(30) and codes == [RESTART_EXIT_CODE]
+
+
+def test_a_stop_that_hangs_ends_the_process_with_the_code() -> None:
+    exited = threading.Event()
+    codes: list[int] = []
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        exited.set()
+
+    exit_unless_gone(0.05, 1, "test", exit=exit_)
+    assert exited.wait(30) and codes == [1]
