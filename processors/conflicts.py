@@ -15,7 +15,8 @@ win at the target whatever order writes land in — retries, replicas and replay
 write of a field to its side when that write had landed before it:
 
 - Salesforce: the write's CDC echo came before the change (both are in Salesforce's commit order);
-  writes whose echo has not come are ``pending``.
+  writes whose echo has not come are ``pending`` (a write that a later write's echo showed landed — writes
+  of a record land in order unless one is retried — stays known, marked, until its own echo comes).
 - PostgreSQL: the capture trigger records with each change the versions of sfsync's writes the row held
   (``seen``, read from the version store in the same statement, under the row lock).
 
@@ -185,10 +186,21 @@ def _index(pending: tuple[tuple[int, FieldPyValue], ...], value: FieldPyValue) -
     return next((i for i, (_n, v) in enumerate(pending) if _same(v, value)), None)
 
 
+def _unconfirmed(pending: tuple[tuple[int, FieldPyValue], ...]) -> tuple[tuple[int, FieldPyValue], ...]:
+    """The writes still on their way: a negative number marks a write a later write's echo showed landed
+    (inferred, its own echo not seen yet: kept to recognise that echo when it comes late)."""
+    return tuple(p for p in pending if p[0] >= 0)
+
+
+def _inferred(pending: tuple[tuple[int, FieldPyValue], ...], landed: int) -> tuple[tuple[int, FieldPyValue], ...]:
+    """``pending`` once write number ``landed`` is known to have landed: every write up to it is marked."""
+    return tuple((-n if n > 0 else -1, v) if 0 <= n <= landed else (n, v) for n, v in pending)
+
+
 def in_flight(current: FieldState, change: Change, name: str) -> bool:
     """Is a write of sfsync to ``change``'s side still on its way, to land after ``change``?"""
     if change.side is Side.SALESFORCE:
-        return bool(current.pending)
+        return bool(_unconfirmed(current.pending))
     sent = current.sent.get(Side.LOCAL)
     if sent is None:
         return False
@@ -285,18 +297,20 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
         if change.echo and current is not None:
             at = _index(current.pending, mine)
             if at is not None:  # one of sfsync's writes landed
-                landed = max(landed, current.pending[at][0])
+                landed = max(landed, abs(current.pending[at][0]))
                 rest = current.pending[at + 1:]
                 b.fields[name] = current = replace(current, pending=rest)
-                if not _same(mine, current.value.remote) and _index(rest, current.value.remote) is None:
+                if not _same(mine, current.value.remote) and _index(_unconfirmed(rest), current.value.remote) is None:
                     b.send(side, name, current.value, change.version, repair=True)  # a late older write
                 continue
             if _same(mine, current.value.remote):
                 continue  # the winner, though no write of it is pending: nothing new
             # a value sfsync did not send: Salesforce set it during sfsync's write; that write has landed
-            if current.pending:
-                landed = max(landed, current.pending[0][0])
-            b.fields[name] = current = replace(current, pending=current.pending[1:])
+            first = next((i for i, (n, _v) in enumerate(current.pending) if n >= 0), None)
+            if first is not None:
+                landed = max(landed, current.pending[first][0])
+                pending = current.pending[:first] + current.pending[first + 1:]
+                b.fields[name] = current = replace(current, pending=pending)
             b.win(name, value, change, current)
             continue
         if current is None or one_way(name):
@@ -317,10 +331,12 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
     if landed:
         # An echo lists changed fields only: a field sfsync wrote without changing it is not in it. The
         # echo showed write number ``landed`` arrived; that write and every earlier one landed for every
-        # field (writes of a record land in order). An echo that matches no pending value says nothing.
+        # field (writes of a record land in order) — or one of them fails and is retried, landing later: its
+        # echo must still be known as sfsync's (a retry reorders writes), so they are marked, not forgotten.
+        # An echo that matches no pending value says nothing.
         for name, current in list(b.fields.items()):
             if name not in change.fields and current.pending:
-                b.fields[name] = replace(current, pending=tuple(p for p in current.pending if p[0] > landed))
+                b.fields[name] = replace(current, pending=_inferred(current.pending, landed))
     writes = b.finish()
     positions = {**(state.positions if state is not None else {}), side: change.position}
     return Decision(writes, b.losses, RecordState(b.fields, positions, b.numbered))
