@@ -21,6 +21,7 @@ policy (retry tier or DLQ) in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from sfsync.failures import Failure
@@ -40,6 +41,21 @@ class SinkUnavailable(Exception):
         super().__init__(message)
         self.retry_after = retry_after
         self.alert = alert
+
+
+class CredentialsRefused(SinkUnavailable):
+    """A target refused sfsync's credentials: one ``credential_failure`` alert, pause, keep the batch.
+    ``retry_when`` makes the runner retry at once when it says so (the role's config file changed:
+    :mod:`sfsync.config.credentials`); ``target`` names the refusing side in the alert's cause
+    (``credential_failure:<target>``; ``None``: the sink's own target)."""
+
+    alert_kind = AlertKind.CREDENTIAL_FAILURE
+    target: str | None = None
+
+    def __init__(self, message: str, retry_after: float = 30.0,
+                 retry_when: Callable[[], bool] | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, alert=True)
+        self.retry_when = retry_when
 
 
 class Sink(Protocol):

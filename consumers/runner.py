@@ -30,7 +30,9 @@ Contract (at-least-once, nothing lost):
   (:mod:`consumers.versions`): a retry writes the fields it alone carries and
   never overwrites a newer value, across restarts, rebalances and replicas.
 - Alerts: an outage with an alert (credentials refused, ...) raises one alert and, once the target takes
-  a batch again, one "resolved" alert of the same cause; ``alerts.consecutive_failures`` records in a
+  a batch again, one "resolved" alert of the same cause (an outage whose ``SinkUnavailable`` has a
+  ``retry_when`` callable, refused credentials, is retried as soon as it returns True: the role's config
+  file changed, :mod:`sfsync.config.credentials`); ``alerts.consecutive_failures`` records in a
   row that fail (per sink process) raise a ``consecutive_failures`` alert, the next success resolves it
   (:class:`sfsync.operations.alerts.FailureStreak`). A target unreachable (a ``SinkUnavailable`` without an
   alert of its own, at start or mid-run) for longer than a minute raises one ``connection_down`` alert
@@ -411,6 +413,8 @@ class SinkRunner:
                                 self.sink.name, e, len(batch), wait)
                     paused = True
                     deadline = time.monotonic() + wait
+                    # e.g. refused credentials: the config file changed, so retry now, not at the outage pace
+                    retry_when: Callable[[], bool] | None = getattr(e, "retry_when", None)
                     while time.monotonic() < deadline:
                         if stop.is_set():
                             return None
@@ -418,6 +422,8 @@ class SinkRunner:
                         if not e.alert and self.down.check() is StreakEvent.ALERT:
                             self._send_connection_alert()
                         self._keep_alive_paused()
+                        if retry_when is not None and retry_when():
+                            break
         finally:
             if paused:
                 self.consumer.resume(self.consumer.assignment())
@@ -495,7 +501,8 @@ class SinkRunner:
         self._send_alert(alert)
 
     def _outage_cause(self, e: SinkUnavailable) -> str:
-        return f"{e.alert_kind.value}:{self.sink.name}"
+        # an outage may name the system that caused it (the Salesforce sink's link-back writes to PostgreSQL)
+        return f"{e.alert_kind.value}:{getattr(e, 'target', None) or self.sink.name}"
 
     def _resolve_outage(self, e: SinkUnavailable) -> None:
         self._send_alert(resolved_alert(self._outage_cause(e), e.alert_kind,

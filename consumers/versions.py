@@ -35,8 +35,9 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from consumers.base import SinkUnavailable
+from consumers.base import CredentialsRefused, SinkUnavailable
 from sfsync.config import SfsyncConfig
+from sfsync.config.credentials import postgres_credentials_refused, process_source
 from sfsync.database.connect import connect
 from sfsync.database.schema import VERSIONS_TABLE
 from sfsync.failures import Failure
@@ -86,6 +87,12 @@ def advance(stored: Mapping[str, Version], written: ApplyCommand) -> dict[str, V
             out[name] = version
     return out
 
+
+
+class PostgresRefused(CredentialsRefused):
+    """The version store's PostgreSQL refused the login: cause ``credential_failure:postgres``."""
+
+    target = "postgres"
 
 @dataclass
 class Screened:
@@ -157,6 +164,13 @@ class VersionGuard:
                 yield screen_batch(batch, self.direction, stored)
         except psycopg.Error as e:
             self.close()
+            if postgres_credentials_refused(e.sqlstate, str(e)):
+                source = process_source()
+                if source is not None and source.renew(self.cfg, "postgres"):
+                    raise SinkUnavailable("field version store: credentials renewed, retrying",
+                                          retry_after=0.0) from None
+                raise PostgresRefused("PostgreSQL refused sfsync's credentials (field version store)",
+                                       retry_when=source.changed if source is not None else None) from None
             raise SinkUnavailable(f"field version store unavailable: {type(e).__name__}: {e}".strip(),
                                   retry_after=self.retry_after) from None
 

@@ -218,12 +218,15 @@ def run(
     """Run one role of the pipeline until SIGINT/SIGTERM (after the mapping check, see ``mapping check``)."""
     import logging
 
+    from sfsync.config.credentials import started_from
     from sfsync.health import Health, HealthServer
     from sfsync.roles import READINESS, ROLES
 
     if role not in ROLES:
         raise _fail(f"unknown role {role!r}; one of: {', '.join(ROLES)}", 2)
     cfg = _load(config, require_file=True)
+    # refused credentials are re-read from this file (not resolved: a mounted secret is swapped via a symlink)
+    started_from(resolve_config_path(config).absolute())
     logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     if check_mapping:
         mapping_gate(cfg, role)
@@ -476,26 +479,31 @@ def mapping_gate(cfg: SfsyncConfig, role: str) -> None:
 
 
 def _drift_is_not_an_error(cfg: SfsyncConfig, report: Any) -> Any:
-    """``report`` with problems about fields the Salesforce sink has suspended (schema drift,
-    docs/schema-drift.md) as warnings: a role restarted while a field is gone starts, and the sink keeps
+    """``report`` with problems about Salesforce fields and local columns the sinks have suspended (schema
+    drift, docs/schema-drift.md) as warnings: a role restarted while a field is gone starts, and the sink keeps
     the field suspended until it is back. ``mapping check`` itself still reports them as errors."""
     from dataclasses import replace
 
     from sfsync.mappingcheck.rules import Severity
     from sfsync.operations.control import suspended_fields
+    from sfsync.records import Direction
 
-    if not any(p.sf_field for p in report.errors):
+    if not report.errors:
         return report
     try:
         suspended = suspended_fields(cfg)
+        columns = suspended_fields(cfg, Direction.INBOUND)
     except Exception as e:  # the broker down: the errors stand, as without drift
         import logging
 
         logging.getLogger("sfsync.mapping").warning("cannot read suspended fields: %s", type(e).__name__)
         return report
     names = {f"{obj}.{name}" for obj, name in suspended}  # problems name the field ``Contact.Title__c``
+    # a suspended local column: the entry paths mapping it (those problems say "has no column <c>")
+    paths = {f"objects.{obj}.fields[{i}]" for obj, column in columns if obj in cfg.objects
+             for i, f in enumerate(cfg.objects[obj].fields) if f.column == column}
     for i, p in enumerate(report.problems):
-        if p.severity is Severity.ERROR and p.sf_field in names:
+        if p.severity is Severity.ERROR and (p.sf_field in names or (p.path in paths and "has no column" in p.message)):
             report.problems[i] = replace(p, severity=Severity.WARNING,
                                          message=p.message + " (suspended by schema drift)")
     return report

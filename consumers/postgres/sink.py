@@ -36,24 +36,45 @@ Implements :class:`consumers.base.Sink` (``name = "postgres"``). Contract:
   :class:`SchemaChanged`: the sink pauses with a ``schema_change`` alert and
   retries the batch until the schema is repaired (nothing dead-lettered);
   class 0A (feature not supported) fails every record of the group.
+- **Schema drift** (docs/schema-drift.md; rules in :mod:`consumers.drift`, durable state in
+  :mod:`consumers.suspend`): an undefined column (SQLSTATE 42703) makes the sink read the table's columns
+  from the catalog (one query); every mapped column it no longer lists is **suspended** (one
+  ``schema_change`` alert naming the mapping entry and the column, a durable suspension record, direction
+  inbound) and the batch is written again in the same :meth:`PostgresSink.write` without it. From then on
+  suspended columns are stripped from every command and their values parked durably (acknowledged before
+  ``write`` returns) for the records whose write succeeded. While something is suspended the sink reads the
+  catalog once per interval (``salesforce.api_budget_retry_s``, the drift re-check interval of both sinks;
+  a background thread, and before a write); a column that is back is resumed: the newest parked value per
+  record is replayed through ``apply.local`` and the runner's version guard, the alert is resolved. An
+  undefined column that is no mapped column (the key, the sfid column, a referenced table's), and a missing
+  table, stay "schema changed" as above.
 - **Database unavailable** (cannot connect, connection lost, shutdown,
   resources, class 08/53/57/58): :class:`~consumers.base.SinkUnavailable` is
-  raised and nothing of the batch is committed. Deadlocks and serialization
+  raised and nothing of the batch is committed. A refused login (class 28) at
+  connect re-reads ``postgres.dsn`` from the role's config file
+  (:mod:`sfsync.config.credentials`) and connects once more when it changed;
+  else :class:`CredentialsRefused` (a ``credential_failure`` alert). Deadlocks and serialization
   failures (class 40) retry the whole transaction up to 3 times first.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
+from consumers import drift
+from consumers.base import CredentialsRefused as BaseCredentialsRefused
 from consumers.base import SinkUnavailable
 from consumers.postgres import statements
 from consumers.postgres.plan import (
@@ -70,15 +91,31 @@ from consumers.postgres.plan import (
     sfids_by_table,
 )
 from sfsync.config import DeletePolicy, SfsyncConfig
+from sfsync.config.credentials import CredentialSource, postgres_credentials_refused, process_source
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
 from sfsync.database.connect import connect
 from sfsync.failures import Failure, FailureKind
-from sfsync.records import AlertKind, ApplyCommand, Direction
+from sfsync.operations.alerts import resolved_alert
+from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, FieldPyValue
+
+if TYPE_CHECKING:
+    from consumers.suspend import DriftStore
 
 log = logging.getLogger("sfsync.sink.postgres")
 
 APPLICATION_NAME = "sfsync-postgres-sink"
 TX_RETRIES = 3
+#: write passes of one batch: each may suspend columns found gone and write the batch again
+DRIFT_PASSES = 3
+UNDEFINED_COLUMN = "42703"
+
+
+class CredentialsRefused(BaseCredentialsRefused):
+    """PostgreSQL refused the login (SQLSTATE class 28: 28P01 wrong password, 28000 no such role / no
+    ``pg_hba.conf`` entry). The alert's cause is ``credential_failure:postgres`` whichever sink's runner
+    raises it (the Salesforce sink's link-back and version store write PostgreSQL too)."""
+
+    target = "postgres"
 
 
 class SchemaChanged(SinkUnavailable):
@@ -89,6 +126,21 @@ class SchemaChanged(SinkUnavailable):
 
     def __init__(self, message: str, retry_after: float = 30.0) -> None:
         super().__init__(message, retry_after=retry_after, alert=True)
+
+
+class ColumnMissing(SchemaChanged):
+    """A statement on ``plan``'s table named a column that does not exist (SQLSTATE 42703): maybe a mapped
+    column was dropped (schema drift; :meth:`PostgresSink.write` reads the catalog and decides). Raised
+    out of the batch's transaction, so nothing of it is committed."""
+
+    def __init__(self, message: str, plan: ObjectPlan) -> None:
+        super().__init__(message)
+        self.plan = plan
+
+
+def schema_changed(sqlstate: str | None, plan: ObjectPlan, message: str) -> SchemaChanged:
+    """The exception for a class 42 error on ``plan``'s table: :class:`ColumnMissing` for 42703."""
+    return ColumnMissing(message, plan) if sqlstate == UNDEFINED_COLUMN else SchemaChanged(message)
 
 
 class ErrorScope(StrEnum):
@@ -145,7 +197,9 @@ class PostgresSink:
     name = "postgres"
     direction = Direction.INBOUND
 
-    def __init__(self, cfg: SfsyncConfig, *, retry_after: float = 2.0, connect_timeout: int = 5) -> None:
+    def __init__(self, cfg: SfsyncConfig, *, retry_after: float = 2.0, connect_timeout: int = 5,
+                 drift_store: DriftStore | None = None, drift_recheck_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.plans: dict[str, ObjectPlan] = object_plans(cfg)
         self._order = {name: i for i, name in enumerate(object_order(self.plans))}
@@ -153,14 +207,27 @@ class PostgresSink:
         self.connect_timeout = connect_timeout
         self.stats = SinkStats()
         self._conn: psycopg.Connection | None = None
+        #: where renewed credentials come from (the role's config file); None: never renewed
+        self.credentials: CredentialSource | None = process_source()
+        self._init_drift(drift_store, drift_recheck_s, clock)
 
     # ----------------------------------------------------------------- the Sink contract
 
     def write(self, batch: list[ApplyCommand]) -> list[Failure | None]:
-        """Write the batch in one transaction; one result per command (``None`` = written).
+        """Write the batch in one transaction; one result per command (``None`` = written); suspended
+        columns stripped and parked, columns found gone suspended (module contract, schema drift).
 
         Raises :class:`SinkUnavailable` when the database cannot take the batch; then nothing of it committed.
         """
+        with self._drift_busy():
+            if self.suspended and self._clock() - self._last_recheck >= self._recheck_s:
+                self._recheck()
+            results = self._write_drifting(batch)
+        self._ensure_recheck_thread()
+        return results
+
+    def _write_plain(self, batch: list[ApplyCommand]) -> list[Failure | None]:
+        """Write the batch in one transaction, as it is (no drift handling)."""
         plan = plan_batch(batch, self.plans)
         for ops in plan.rounds:
             for op in ops:
@@ -192,9 +259,12 @@ class PostgresSink:
             self.close()
             raise SinkUnavailable(f"PostgreSQL does not answer: {type(e).__name__}", retry_after=self.retry_after) \
                 from None
+        self._load_drift()  # the suspensions in force (schema drift): a restarted sink strips from its first batch
+        self._ensure_recheck_thread()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
+        self._stop_drift()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -207,15 +277,31 @@ class PostgresSink:
             return conn
         self.close()
         try:
-            self._conn = connect(
-                self.cfg, APPLICATION_NAME, autocommit=True, connect_timeout=self.connect_timeout
-            )
+            try:
+                self._conn = self._connect()
+            except psycopg.Error as e:
+                if not postgres_credentials_refused(e.sqlstate, str(e)) or not self._renew_credentials():
+                    raise
+                self._conn = self._connect()  # once more, with the renewed credentials
         except psycopg.Error as e:
-            raise SinkUnavailable(
-                f"PostgreSQL unreachable: {e}".strip(), retry_after=self.retry_after,
-                alert=(e.sqlstate or "").startswith("28"),
-            ) from None
+            raise self._unavailable(e) from None
         return self._conn
+
+    def _connect(self) -> psycopg.Connection:
+        return connect(self.cfg, APPLICATION_NAME, autocommit=True, connect_timeout=self.connect_timeout)
+
+    def _unavailable(self, e: psycopg.Error) -> SinkUnavailable:
+        """A failed connect: :class:`CredentialsRefused` (an alert) when the login was refused."""
+        if postgres_credentials_refused(e.sqlstate, str(e)):
+            source = self.credentials
+            return CredentialsRefused(f"PostgreSQL refused sfsync's credentials: {e}".strip(),
+                                      retry_when=source.changed if source is not None else None)
+        return SinkUnavailable(f"PostgreSQL unreachable: {e}".strip(), retry_after=self.retry_after)
+
+    def _renew_credentials(self) -> bool:
+        """Re-read ``postgres.dsn`` from the role's config file (into the role's config object, so every
+        connection of the role uses it next); True when it changed."""
+        return self.credentials is not None and self.credentials.renew(self.cfg, "postgres")
 
     def _execute(self, plan: BatchPlan, size: int) -> list[Failure | None]:
         results: list[Failure | None] = [None] * size
@@ -320,9 +406,9 @@ class PostgresSink:
             if scope is ErrorScope.STATEMENT:
                 if (e.sqlstate or "").startswith("42"):
                     primary = e.diag.message_primary or str(e).strip()
-                    raise SchemaChanged(f"PostgreSQL refuses writes to {plan.schema}.{plan.table}: SQLSTATE "
-                                        f"{e.sqlstate} {primary} (a migration or a permission change? the sink "
-                                        f"waits and retries the batch)") from None
+                    raise schema_changed(e.sqlstate, plan, f"PostgreSQL refuses writes to {plan.schema}."
+                                         f"{plan.table}: SQLSTATE {e.sqlstate} {primary} (a migration or a "
+                                         f"permission change? the sink waits and retries the batch)") from None
                 failure = self._failure(conn, e, plan, None)
                 return [(op, failure) for op in ops]
             if len(ops) == 1:
@@ -425,3 +511,208 @@ class PostgresSink:
     def _run_params(self, conn: psycopg.Connection, query: sql.Composed, params: tuple[object, ...]) -> psycopg.Cursor:
         self.stats.statements += 1
         return conn.execute(query, params)
+
+    # ----------------------------------------------------------------- schema drift (docs/schema-drift.md)
+
+    def _init_drift(self, store: DriftStore | None, recheck_s: float | None, clock: Callable[[], float]) -> None:
+        """What the sink writes per table, what is suspended, the durable store (made on first need: a sink
+        that never drifts needs no broker), the re-check pace."""
+        self._mapped = drift.mapped_targets(self.cfg, Direction.INBOUND)
+        self.suspended: dict[tuple[str, str], drift.Suspension] = {}
+        self._drift_store = store
+        self._drift_loaded = False
+        self._drift_lock = threading.RLock()
+        self._drift_owner: int | None = None  # the thread doing drift work (see _stop_drift)
+        self._clock = clock
+        self._recheck_s = recheck_s if recheck_s is not None else float(self.cfg.salesforce.api_budget_retry_s)
+        self._last_recheck = clock()
+        self._recheck_stop = threading.Event()
+        self._recheck_thread: threading.Thread | None = None
+
+    @contextmanager
+    def _drift_busy(self) -> Iterator[None]:
+        """Hold the drift lock (writes and re-checks never interleave), marked as this thread's."""
+        with self._drift_lock:
+            outer, self._drift_owner = self._drift_owner, threading.get_ident()
+            try:
+                yield
+            finally:
+                self._drift_owner = outer
+
+    def _store(self) -> DriftStore:
+        if self._drift_store is None:
+            from consumers.suspend import DriftStore
+
+            self._drift_store = DriftStore(self.cfg, sink=self.name, direction=self.direction)
+        return self._drift_store
+
+    def _load_drift(self) -> None:
+        """The suspensions in force (once per process: a restart keeps them); a column no longer mapped is
+        left alone (its parked values stay parked)."""
+        if self._drift_loaded:
+            return
+        with self._drift_lock:
+            for (obj, column), record in self._store().load().items():
+                mapped = self._mapped.get(obj, {}).get(column)
+                if mapped is None:
+                    log.warning("suspended column %s.%s is no longer mapped: its parked values stay parked",
+                                obj, column)
+                    continue
+                self.suspended[(obj, column)] = drift.Suspension(mapped, record.reason or "")
+            self._drift_loaded = True
+        if self.suspended:
+            log.warning("local columns suspended (schema drift): %s",
+                        ", ".join(s.mapped.name for s in self.suspended.values()))
+
+    def _suspended_columns(self, obj: str) -> frozenset[str]:
+        if not self.suspended:
+            return frozenset()
+        return frozenset(c for (o, c) in self.suspended if o == obj)
+
+    def _write_drifting(self, batch: list[ApplyCommand]) -> list[Failure | None]:
+        """Write without the suspended columns; on an undefined column suspend the mapped columns the
+        catalog no longer lists and write the batch again (the failed transaction committed nothing); park
+        the values taken out of the commands that were written."""
+        for attempt in range(DRIFT_PASSES + 1):
+            stripped: list[ApplyCommand] = []
+            taken: list[dict[str, FieldPyValue]] = []
+            for command in batch:
+                out_command, out = drift.strip(command, self._suspended_columns(command.object))
+                stripped.append(out_command)
+                taken.append(out)
+            try:
+                results = self._write_plain(stripped)
+            except ColumnMissing as e:
+                if attempt == DRIFT_PASSES or not self._detect(e.plan):
+                    raise
+                continue
+            parked = [(key, drift.parked_command(batch[i], column, value))
+                      for i, outcome in enumerate(results) if outcome is None
+                      for column, value in taken[i].items()
+                      if (key := drift.parked_key(self.direction, batch[i], column)) is not None]
+            if parked:
+                self._store().park(parked)
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _catalog(self, tables: Iterable[str]) -> dict[str, set[str]]:
+        """table -> its columns now (one query); a table that does not exist is absent."""
+        schema = self.cfg.postgres.schema_name
+        try:
+            cur = self._run_params(self._connection(), statements.table_columns(), (schema, sorted(set(tables))))
+            rows = cur.fetchall()
+        except psycopg.Error as e:
+            if _scope(e) is ErrorScope.DATABASE:
+                self.close()
+            raise SinkUnavailable(f"PostgreSQL catalog unreadable (SQLSTATE {e.sqlstate or '-'}): "
+                                  f"{type(e).__name__}", retry_after=self.retry_after) from None
+        out: dict[str, set[str]] = {}
+        for table, column in rows:
+            out.setdefault(str(table), set()).add(str(column))
+        return out
+
+    def _detect(self, plan: ObjectPlan) -> bool:
+        """Suspend the mapped columns of ``plan``'s table the catalog no longer lists; True when the batch
+        is worth writing again (something was newly suspended, or known from the control topic)."""
+        present = self._catalog([plan.table]).get(plan.table)
+        if not present:
+            return False  # the table itself is gone (or unreadable): not column drift, the sink waits
+        gone = drift.missing(self._mapped.get(plan.name, {}), present)
+        stripped = set(self.suspended)  # what this pass already left out
+        if gone and not self._drift_loaded:
+            self._load_drift()  # suspended before this process started (or by a replica): no second alert
+        found = False
+        for mapped in gone:
+            key = (plan.name, mapped.column)
+            if key in stripped:
+                continue  # already left out: the undefined column is another one
+            if key not in self.suspended:
+                self._suspend(mapped, plan)
+            found = True
+        return found
+
+    def _suspend(self, mapped: drift.MappedField, plan: ObjectPlan) -> None:
+        table = f"{plan.schema}.{plan.table}"
+        suspension = drift.Suspension(mapped, drift.suspension_message(mapped, f"SQLSTATE {UNDEFINED_COLUMN}",
+                                                                       table))
+        alert = Alert(kind=AlertKind.SCHEMA_CHANGE, severity=AlertSeverity.CRITICAL, message=suspension.reason,
+                      object=mapped.object,
+                      details={"sink": self.name, "direction": self.direction.value,
+                               "field": f"{mapped.object}.{mapped.field}", "column": mapped.column,
+                               "table": table, "entry": mapped.entry,
+                               "error_class": f"SQLSTATE {UNDEFINED_COLUMN}", "cause": suspension.cause})
+        self._store().suspend(suspension, alert)
+        self.suspended[(mapped.object, mapped.column)] = suspension
+        self._last_recheck = self._clock()
+        log.error("%s", suspension.reason)
+
+    def _recheck(self) -> int:
+        """Read the catalog of every table with a suspended column (one query); resume the columns that are
+        back: replay their newest parked values, end the suspension, resolve the alert. Columns resumed."""
+        self._last_recheck = self._clock()
+        tables = {self.plans[obj].table for obj, _ in self.suspended if obj in self.plans}
+        if not tables:
+            return 0
+        catalog = self._catalog(tables)
+        resumed = 0
+        for key, suspension in sorted(self.suspended.items()):
+            m = suspension.mapped
+            plan = self.plans.get(m.object)
+            if plan is None or m.column not in catalog.get(plan.table, set()):
+                continue
+            store = self._store()
+            parked = store.parked(m.object, m.column)
+            records = len(drift.newest_per_record(parked.values(), self.direction))
+            details = {"sink": self.name, "direction": self.direction.value, "column": m.column,
+                       "table": f"{plan.schema}.{plan.table}", "entry": m.entry}
+            replayed = store.resume(m, parked, resolved_alert(suspension.cause, AlertKind.SCHEMA_CHANGE,
+                                                              drift.resumed_message(m, records), details,
+                                                              obj=m.object))
+            del self.suspended[key]
+            resumed += 1
+            log.warning("local column %s.%s is back: resumed, the newest values of %d record(s) replayed",
+                        plan.table, m.column, replayed)
+        return resumed
+
+    def recheck(self) -> int:
+        """Look now whether suspended columns are back (what the background thread does every interval)."""
+        with self._drift_busy():
+            return self._recheck() if self.suspended else 0
+
+    def _ensure_recheck_thread(self) -> None:
+        """A re-check thread runs while something is suspended (an idle sink still resumes)."""
+        if not self.suspended or (self._recheck_thread is not None and self._recheck_thread.is_alive()
+                                  and not self._recheck_stop.is_set()):
+            return
+        self._recheck_stop = stop = threading.Event()
+        self._recheck_thread = threading.Thread(target=self._recheck_loop, args=(stop,), name="drift-recheck",
+                                                daemon=True)
+        self._recheck_thread.start()
+
+    def _recheck_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(min(self._recheck_s, 5.0)):
+            with self._drift_busy():
+                if stop.is_set():
+                    return
+                if not self.suspended:
+                    return
+                if self._clock() - self._last_recheck < self._recheck_s:
+                    continue
+                try:
+                    self._recheck()
+                except SinkUnavailable as e:  # the database or the broker: the next interval tries again
+                    log.warning("drift re-check postponed: %s", e)
+                except Exception:
+                    log.exception("drift re-check failed; trying again next interval")
+
+    def _stop_drift(self) -> None:
+        """On :meth:`close`: stop the re-check thread (a later write or probe starts one again while
+        something is suspended) and flush the drift store. Not when the connection is closed to reconnect
+        in the middle of drift work (a write or a re-check of this thread): the thread stays."""
+        if self._drift_owner == threading.get_ident():
+            return
+        with self._drift_lock:
+            self._recheck_stop.set()
+            self._recheck_thread = None
+        if self._drift_store is not None:
+            self._drift_store.close()

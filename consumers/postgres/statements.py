@@ -180,3 +180,15 @@ def canonical_sfids(plan: ObjectPlan) -> sql.Composed:
         "WHERE length(x.s) = 18 AND t.{sf} = left(x.s, 15) "
         "AND NOT EXISTS (SELECT 1 FROM {t} AS y WHERE y.{sf} = x.s)"
     ).format(t=_t(plan), sf=sql.Identifier(plan.sfid_column))
+
+
+def table_columns() -> sql.Composed:
+    """The columns of the given tables as the catalog lists them now: ``(table, column)`` rows; parameters:
+    the schema, a text array of table names. One query for any number of tables (schema drift: which mapped
+    columns are gone, which are back). A table that does not exist has no rows (not column drift)."""
+    return sql.SQL(
+        "SELECT c.relname::text, a.attname::text FROM pg_catalog.pg_attribute AS a "
+        "JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid "
+        "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s::text[]) AND a.attnum > 0 AND NOT a.attisdropped"
+    ).format()

@@ -16,7 +16,10 @@ Contract (on top of :mod:`consumers.base`):
   failure -> :class:`Failure` classified by :mod:`consumers.salesforce.errors`. A whole call failing
   (5xx, timeout, connection loss, a call-level error) -> every record of that call gets that failure.
 - ``INVALID_SESSION_ID``: :class:`SalesforceClient` re-authenticates once and repeats the call; a refused
-  (re-)authentication raises :class:`CredentialsRefused` (a ``SinkUnavailable`` with ``alert=True``).
+  (re-)authentication re-reads the credentials (:mod:`sfsync.config.credentials`: the ``salesforce.auth``
+  block of the config file the role was started with) and, when they changed, repeats the call once with
+  them; else it raises :class:`CredentialsRefused` (a ``SinkUnavailable`` with ``alert=True``, whose
+  ``retry_when`` tells the runner to retry at once when the config file changes).
 - API budget: before every call the last ``Sforce-Limit-Info`` reading and ``salesforce.api_budget_share``
   decide (:mod:`sfsync.salesforce.budget`) to go, sleep, or raise :class:`BudgetExhausted`
   (``SinkUnavailable`` with ``retry_after``) — before the share is used, never after. While stopped,
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 
+from consumers.base import CredentialsRefused as BaseCredentialsRefused
 from consumers.base import SinkUnavailable
 from consumers.salesforce import drift
 from consumers.salesforce.plan import (
@@ -62,6 +66,7 @@ from consumers.salesforce.plan import (
     upsert_body,
 )
 from sfsync.config import SfsyncConfig
+from sfsync.config.credentials import CredentialSource, process_source
 from sfsync.failures import Failure, FailureKind
 from sfsync.operations.alerts import resolved_alert
 from sfsync.records import Alert, AlertKind, AlertSeverity, ApplyCommand, Direction, FieldPyValue
@@ -81,13 +86,8 @@ IN_CHUNK = 200
 DRIFT_PASSES = 3
 
 
-class CredentialsRefused(SinkUnavailable):
-    """Salesforce refused sfsync's credentials (after one re-authentication): alert, pause, keep the batch."""
-
-    alert_kind = AlertKind.CREDENTIAL_FAILURE
-
-    def __init__(self, message: str, retry_after: float = 30.0) -> None:
-        super().__init__(message, retry_after=retry_after, alert=True)
+class CredentialsRefused(BaseCredentialsRefused):
+    """Salesforce refused sfsync's credentials (after one re-authentication)."""
 
 
 class BudgetExhausted(SinkUnavailable):
@@ -123,9 +123,12 @@ class SalesforceSink:
         budget_retry_after_s: float | None = None,
         drift_store: DriftStore | None = None,
         drift_recheck_s: float | None = None,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.cfg = cfg
         self.client = client or SalesforceClient(cfg.salesforce)
+        #: where renewed credentials come from (the role's config file); None: never renewed
+        self.credentials = credentials if credentials is not None else process_source()
         self._sleep = sleep
         self._clock = clock
         self._stopped_since: float | None = None
@@ -226,9 +229,14 @@ class SalesforceSink:
     def probe(self) -> None:
         """Authenticate (an OAuth token request, not a data API call); refused credentials or no answer raise."""
         try:
-            _ = self.client.sf
+            try:
+                _ = self.client.sf
+            except AuthenticationFailed as e:
+                if not self._renew_credentials():
+                    raise self._refused(f"{e.error}: {e.description}") from None
+                _ = self.client.sf
         except AuthenticationFailed as e:
-            raise CredentialsRefused(f"Salesforce refused sfsync's credentials: {e.error}: {e.description}") from None
+            raise self._refused(f"{e.error}: {e.description}") from None
         except requests.RequestException as e:
             raise SinkUnavailable(f"Salesforce unreachable: {type(e).__name__}", retry_after=2.0) from None
         self._load_drift()
@@ -499,15 +507,37 @@ class SalesforceSink:
         self._gate(1)
         return self._guard(lambda: self.client.restful(path, method=method, **kwargs))
 
+    def _refused(self, detail: str) -> CredentialsRefused:
+        source = self.credentials
+        return CredentialsRefused(f"Salesforce refused sfsync's credentials: {detail}",
+                                  retry_when=source.changed if source is not None else None)
+
+    def _renew_credentials(self) -> bool:
+        """Re-read ``salesforce.auth`` from the role's config file; True (and a fresh login next) when it
+        changed. Nothing changed, no file, an invalid file: False (the outage goes on)."""
+        if self.credentials is None or not self.credentials.renew(self.cfg, "salesforce"):
+            return False
+        self.client.drop_session()
+        return True
+
     def _guard(self, fn: Callable[[], Any]) -> Any:
-        """Run one API call; map whole-call errors (see module contract)."""
+        """Run one API call; map whole-call errors (see module contract). Refused credentials are re-read
+        and, when they changed, the call is made once more with them."""
+        try:
+            return self._guard_once(fn)
+        except CredentialsRefused:
+            if not self._renew_credentials():
+                raise
+        return self._guard_once(fn)
+
+    def _guard_once(self, fn: Callable[[], Any]) -> Any:
         self.calls += 1
         try:
             return fn()
         except AuthenticationFailed as e:
-            raise CredentialsRefused(f"Salesforce refused sfsync's credentials: {e.error}: {e.description}") from None
+            raise self._refused(f"{e.error}: {e.description}") from None
         except SalesforceExpiredSession:
-            raise CredentialsRefused("Salesforce session still invalid after re-authentication") from None
+            raise self._refused("session still invalid after re-authentication") from None
         except SalesforceError as e:
             code, message = _error_of(e)
             if code == "REQUEST_LIMIT_EXCEEDED":

@@ -41,6 +41,10 @@ Contract:
   notification costs at most one poll interval.
 - Rows are deleted by explicit id, never by range: a row of a transaction
   that commits late (lower id, visible later) is sent when it appears.
+- **Refused credentials** (SQLSTATE class 28 at connect): one ``credential_failure`` alert per outage
+  (cause ``credential_failure:postgres-producer:postgres``), ``postgres.dsn`` re-read from the role's
+  config file (:mod:`sfsync.config.credentials`) and tried at once when it changed, else again after the
+  backoff or as soon as the file changes; the first connection that works resolves the alert.
 """
 
 from __future__ import annotations
@@ -77,18 +81,23 @@ from producers.postgres.convert import (
 )
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
+from sfsync.config.credentials import postgres_credentials_refused, process_source
 from sfsync.database.connect import connect
 from sfsync.database.schema import archive_table_name, notify_channel, relay_lock_name
 from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, DeliveryError, FlushTimeout, make_producer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import Direction
+from sfsync.operations.alerts import resolved_alert
+from sfsync.records import Alert, AlertKind, AlertSeverity, Direction
 from sfsync.serde import Serde
 from sfsync.signals import stop_on_signals
 
 log = logging.getLogger("sfsync.relay")
 
 APPLICATION_NAME = "sfsync-postgres-relay"
+ROLE = "postgres-producer"
+#: the cause of "PostgreSQL refused the relay's login"
+CREDENTIAL_CAUSE = f"{AlertKind.CREDENTIAL_FAILURE.value}:{ROLE}:postgres"
 #: Header naming the relay session that sent a message (``host:pid:backend pid``).
 H_SESSION = "sfsync.relay.session"
 _COLUMNS = ("id, table_name, local_key, operation, changed_columns, new_values, txid, committed_at, origin, "
@@ -191,6 +200,9 @@ class OutboxRelay:
         self._archive = sql.Identifier(schema, archive_table_name(cfg.postgres.outbox_table))
         self._lock_name = relay_lock_name(cfg)
         self._source = ""
+        #: where renewed credentials come from (the role's config file); None: never renewed
+        self.credentials = process_source()
+        self._credential_alert: str | None = None  # the open credential_failure alert's message
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -201,6 +213,7 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     with connect(self.cfg, APPLICATION_NAME, autocommit=True) as conn:
+                        self._credentials_accepted()
                         set_json_loads(partial(json.loads, parse_float=Decimal), conn)
                         self.status.backend_pid = conn.info.backend_pid
                         self.status.session = f"{socket.gethostname()}:{os.getpid()}:{conn.info.backend_pid}"
@@ -226,11 +239,50 @@ class OutboxRelay:
                     self.health.mark("postgres", False, f"database: {type(e).__name__}")
                     self.status.state = "standby"
                     self._drop_producer()  # the session (and with it the lock) may be gone: send nothing more
-                    stop.wait(backoff.next())
+                    if not postgres_credentials_refused(e.sqlstate, str(e)):
+                        stop.wait(backoff.next())
+                        continue
+                    self._credentials_refused(str(e))
+                    source = self.credentials
+                    if source is not None and source.renew(self.cfg, "postgres"):
+                        continue  # at once, with the renewed credentials
+                    deadline = time.monotonic() + backoff.next()
+                    while not stop.wait(0.2) and time.monotonic() < deadline:
+                        self.health.beat()
+                        if source is not None and source.changed():
+                            break
         finally:
             self.status.state = "stopped"
             if self._producer is not None:
                 self._drop_producer()
+
+    def _credentials_refused(self, detail: str) -> None:
+        """One alert per outage (module contract)."""
+        if self._credential_alert is not None:
+            return
+        message = f"{ROLE} paused: PostgreSQL refused sfsync's credentials: {detail}".strip()
+        if self._send_alert(Alert(kind=AlertKind.CREDENTIAL_FAILURE, severity=AlertSeverity.CRITICAL,
+                                  message=message, details={"role": ROLE, "cause": CREDENTIAL_CAUSE})):
+            self._credential_alert = message
+
+    def _credentials_accepted(self) -> None:
+        if self._credential_alert is None:
+            return
+        if self._send_alert(resolved_alert(CREDENTIAL_CAUSE, AlertKind.CREDENTIAL_FAILURE,
+                                           f"{ROLE} connects again (was: {self._credential_alert})",
+                                           {"role": ROLE})):
+            self._credential_alert = None
+
+    def _send_alert(self, alert: Alert) -> bool:
+        """Produce one alert and wait for its ack; False (logged) when the broker did not take it."""
+        try:
+            producer = self._producer_()
+            producer.produce(self.alerts, self.serde.encode(alert, self.alerts), key=alert.kind.value)
+            producer.flush(10)
+        except (FlushTimeout, DeliveryError, KafkaException, BufferError) as e:
+            log.warning("alert %s not delivered: %s", alert.kind.value, e)
+            return False
+        return True
 
     def _acquire(self, conn: psycopg.Connection, stop: threading.Event) -> bool:
         """Take the relay lock, waiting as a standby; False when stopped before getting it."""

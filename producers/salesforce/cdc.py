@@ -28,6 +28,8 @@ Contract:
 - Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
   from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
+  Before a reconnect, a changed config file (the role's, :mod:`sfsync.config.credentials`) renews the
+  ``salesforce.auth`` credentials (refused ones, e.g. a rotated password) and reconnects at once.
 - A bad change does not stop the direction: a message that is no CDC event, an envelope without a record
   key, one that cannot be encoded or is larger than the message limit (the client's ``message.max.bytes``;
   a lower limit of the broker's is met at commit: the transaction is aborted and written again with that
@@ -82,6 +84,7 @@ from producers.salesforce.parents import ParentFields
 from sfsync import eventloop
 from sfsync.backoff import Backoff
 from sfsync.config import SfsyncConfig
+from sfsync.config.credentials import process_source
 from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, DeliveryError
 from sfsync.kafka.compacted import read_compacted
@@ -243,6 +246,10 @@ class CdcProducer:
                     self.health.mark("salesforce", False, f"streaming client failed: {type(e).__name__}")
                     self._connection_down(f"streaming client failed: {type(e).__name__}")
                     wait = backoff.next()
+                    source = process_source()  # refused credentials? the role's config file may have new ones
+                    if source is not None and source.changed() and source.renew(self.cfg, "salesforce"):
+                        self.rest.drop_session()
+                        wait = 0.0
                     log.warning("streaming client failed (%s: %s); reconnecting in %.1f s",
                                 type(e).__name__, e, wait)
                     await self._flush()

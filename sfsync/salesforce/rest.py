@@ -79,6 +79,13 @@ class SalesforceClient:
                 return self._sf
             return self._login()
 
+    def drop_session(self) -> None:
+        """Forget the token: the next call authenticates again with ``cfg.auth`` as it is then (credentials
+        renewed in place, :mod:`sfsync.config.credentials`)."""
+        with self._lock:
+            self._sf = None
+            self._token = None
+
     def call(self, fn: Callable[[Salesforce], T]) -> T:
         """Run ``fn``; on ``INVALID_SESSION_ID`` re-authenticate once and run it again.
 
