@@ -22,6 +22,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from kafka_helpers import running_broker
 
 from sfsync.config import SfsyncConfig, build_config
 from sfsync.devstack.process import free_port
@@ -169,8 +170,18 @@ class ProcessorHarness:
         members (``UNKNOWN_MEMBER_ID``), and keeps the faust protocol so another client cannot join it.
         """
         admin = AdminClient({"bootstrap.servers": self.cfg.kafka.bootstrap_servers})
-        for future in admin.delete_consumer_groups([self.names.processor_group]).values():
+        group = self.names.processor_group
+        for future in admin.delete_consumer_groups([group]).values():
             future.result(timeout=30)
+        # start the next worker only once the broker no longer lists the group (it may answer the deletion
+        # first; a restarted worker sometimes sat idle after "marking coordinator dead" right after this)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = admin.list_consumer_groups().result(timeout=30).valid
+            if all(g.group_id != group for g in listed):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"group {group} still listed 30 s after its deletion")
 
     def table_entries(self, changelog: str) -> dict[bytes, bytes | None]:
         """The latest value per key of a table's changelog (what a restarted worker recovers)."""
@@ -189,6 +200,15 @@ class ProcessorHarness:
 
     def close(self) -> None:
         self.roles.stop_all()
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory, docker_available: bool) -> Iterator[str]:
+    """This module's own embedded broker (overrides the session's): the worker restarts here failed under
+    load on the shared one (a restarted worker sat idle after "Error sending JoinGroupRequest ... marking
+    coordinator dead", also after its group was deleted), never on an idle broker of their own."""
+    with running_broker(tmp_path_factory, docker_available, "worker-broker") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
