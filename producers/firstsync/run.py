@@ -54,7 +54,7 @@ from sfsync.database.schema import notify_channel
 from sfsync.kafka.clients import make_producer
 from sfsync.kafka.topics import TopicNames
 from sfsync.records import ChangeEvent, Direction, RecordStatus, SyncState, record_key, status_key
-from sfsync.salesforce.budget import Pace, decide
+from sfsync.salesforce.paced import BudgetSpent, PacedCalls
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.values import ObjectTypes, canonical_sfid
 from sfsync.serde import Serde
@@ -113,23 +113,6 @@ class _Sides:
     linked_remote: int
 
 
-class _Calls:
-    """Every Salesforce call of the run, paced by the API budget (``salesforce.api_budget_share``)."""
-
-    def __init__(self, client: SalesforceClient, share: float) -> None:
-        self.client, self.share, self.count = client, share, 0
-
-    def __call__(self, fn: Callable[[], Any]) -> Any:
-        decision = decide(self.client.usage(), self.share, 1)
-        if decision.pace is Pace.STOP:
-            raise BackfillError(f"sfsync's API budget is spent ({decision.used} of {decision.allowed} allowed "
-                                "daily calls used); run the backfill again later")
-        if decision.pace is Pace.SLOW:
-            time.sleep(decision.delay_s)
-        self.count += 1
-        return fn()
-
-
 def _soql_fields(types: ObjectTypes, mapping: ObjectMapping) -> list[str]:
     fields = query_fields(types, mapping)
     for key in mapping.match_key or ():
@@ -138,7 +121,7 @@ def _soql_fields(types: ObjectTypes, mapping: ObjectMapping) -> list[str]:
     return fields
 
 
-def _read(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, calls: _Calls) -> tuple[_Sides, ObjectTypes]:
+def _read(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, calls: PacedCalls) -> tuple[_Sides, ObjectTypes]:
     types = ObjectTypes.from_describe(calls(lambda: calls.client.describe(name)))
     soql = f"SELECT {', '.join(_soql_fields(types, mapping))} FROM {name}"
     records = calls(lambda: calls.client.query_records(soql))
@@ -176,7 +159,7 @@ def _read(cfg: SfsyncConfig, name: str, mapping: ObjectMapping, calls: _Calls) -
     return _Sides(local, remote, rows, relinks, len(local_rows) - len(unlinked_local), linked_remote), types
 
 
-def _write_external_ids(name: str, mapping: ObjectMapping, links: list[tuple[str, str]], calls: _Calls,
+def _write_external_ids(name: str, mapping: ObjectMapping, links: list[tuple[str, str]], calls: PacedCalls,
                         report: BackfillReport) -> list[tuple[str, str]]:
     """Step 2a: the local key into each Salesforce record's external id; the pairs Salesforce took."""
     accepted: list[tuple[str, str]] = []
@@ -299,7 +282,7 @@ def backfill(cfg: SfsyncConfig, name: str, *, dry_run: bool = False,
         raise BackfillError(f"{name} is not a mapped object (mapped: {', '.join(sorted(cfg.objects)) or 'none'})")
     own = client is None
     client = client or SalesforceClient(cfg.salesforce)
-    calls = _Calls(client, cfg.salesforce.api_budget_share)
+    calls = PacedCalls(client, cfg.salesforce.api_budget_share, wait=False)
     try:
         sides, types = _read(cfg, name, mapping, calls)
         plan = plan_first_sync(sides.local, sides.remote)
@@ -325,6 +308,8 @@ def backfill(cfg: SfsyncConfig, name: str, *, dry_run: bool = False,
         report.calls = calls.count
         log.info("backfill %s: %s", name, report.to_json())
         return report
+    except BudgetSpent as e:
+        raise BackfillError(f"{e}; run the backfill again later") from None
     finally:
         if own:
             client.close()

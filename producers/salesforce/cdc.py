@@ -92,6 +92,7 @@ from sfsync.kafka.settings import producer_settings
 from sfsync.kafka.topics import TopicNames
 from sfsync.operations.alerts import DownWatch, StreakEvent, connection_cause, resolved_alert
 from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction
+from sfsync.salesforce.paced import PacedCalls
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.streaming import make_streaming_client
 from sfsync.salesforce.values import ObjectTypes
@@ -185,7 +186,12 @@ class CdcProducer:
         self.channels = {channel_for(name): name for name in cfg.objects}
         self.types: dict[str, ObjectTypes] = {}
         #: parent paths (``Owner.Name``) of the envelopes: resolved here, see producers.salesforce.parents
-        self.parents = ParentFields(cfg.objects, self.rest.query_records, self.rest.describe)
+        #: every REST call of the producer (describe, gap repair, catch-up, parent fields) waits for the budget
+        self.calls = PacedCalls(self.rest, cfg.salesforce.api_budget_share, wait=True,
+                                retry_s=cfg.salesforce.api_budget_retry_s)
+        self._query = self.calls.wrap(self.rest.query_records)
+        self._describe_object = self.calls.wrap(self.rest.describe)
+        self.parents = ParentFields(cfg.objects, self._query, self._describe_object)
         self.committed: dict[str, OffsetRecord] = {}
         self.last_commit_ms: dict[str, int] = {}
         self.markers: dict[str, ReplayMarker] = {}
@@ -209,7 +215,7 @@ class CdcProducer:
 
     def _describe(self) -> None:
         for name in self.cfg.objects:
-            doc = self.rest.describe(name)
+            doc = self._describe_object(name)
             self.types[name] = ObjectTypes.from_describe(doc)
             self.parents.learn(name, doc)
 
@@ -425,7 +431,7 @@ class CdcProducer:
         rows: list[dict[str, Any]] = []
         for ids in chunks(ev.record_ids):
             soql = record_query(sobject, fields, ids)
-            rows += await asyncio.to_thread(self.rest.query_records, soql, True)
+            rows += await asyncio.to_thread(self._query, soql, True)
         events = snapshot_events(sobject, rows, types, channel=ev.channel, position=str(ev.replay_id),
                                  fallback_ms=ev.commit_ms, external_id_field=self._external_id(sobject),
                                  requested_ids=ev.record_ids)
@@ -445,7 +451,7 @@ class CdcProducer:
         since = catchup_since(last_commit_ms, fallback_ms if fallback_ms is not None else now_ms, **kw)
         types = self._types(sobject)
         soql = catchup_query(sobject, query_fields(types, self.cfg.objects.get(sobject)), since)
-        rows = await asyncio.to_thread(self.rest.query_records, soql, True)
+        rows = await asyncio.to_thread(self._query, soql, True)
         pos = position or f"catchup:{since.isoformat()}"
         events = snapshot_events(sobject, rows, types, channel=channel, position=pos,
                                  fallback_ms=fallback_ms or now_ms, external_id_field=self._external_id(sobject))
