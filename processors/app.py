@@ -63,6 +63,7 @@ from processors.entry import dump_entry, load_entry
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
+from processors.store import store_settings
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
@@ -106,7 +107,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         topic_replication_factor=cfg.kafka.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
-        store="memory://",
+        **store_settings(cfg),
         table_cleanup_interval=3600.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
