@@ -75,6 +75,7 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "INT64_MIN",
+    "QUEUED_PREFIX",
     "RECORD_TYPES",
     "Alert",
     "AlertKind",
@@ -101,6 +102,7 @@ __all__ = [
     "encode_values",
     "new_id",
     "parse_record_key",
+    "queued_status_key",
     "record_key",
     "utcnow",
     "version_time",
@@ -683,6 +685,22 @@ def status_key(direction: Direction, key: str) -> str:
     """Message key of a record's status on the compacted status topic: ``{direction}:{record key}``; a
     tombstone with this key removes the status."""
     return f"{direction.value}:{key}"
+
+
+#: prefix of the status keys that hold a record's In Queue state (:func:`queued_status_key`)
+QUEUED_PREFIX = "queued:"
+
+
+def queued_status_key(direction: Direction, key: str) -> str:
+    """Message key of a record's **In Queue** state on the status topic: ``queued:{direction}:{record key}``.
+
+    Why a key of its own: the producers write In Queue when they capture a change, the sinks (and the
+    processor) write the outcome under :func:`status_key`. On one key, compaction keeps only the last by
+    offset, and a late In Queue would then hide the outcome for good. Readers merge the two
+    (:func:`sfsync.operations.status.current`): In Queue shows while it is newer (``updated_ts``) than the
+    record's outcome. A tombstone with this key (the processor's, for a change that needs no write)
+    removes it."""
+    return f"{QUEUED_PREFIX}{status_key(direction, key)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
