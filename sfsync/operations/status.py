@@ -1,15 +1,17 @@
 """Record status (``sfsync queue``) and the per-direction summary (``sfsync status``).
 
 Contract:
-- The per-record state is the compacted ``<prefix>.status`` topic (key ``{direction}:{record key}``),
-  read to its end as of the call: the latest :class:`~sfsync.records.RecordStatus` of every record and
-  direction. :func:`queue` turns it into the rows of the support desk's queue table, newest attempt first.
+- The per-record state is the compacted ``<prefix>.status`` topic (key ``{direction}:{record key}`` for the
+  outcome, ``queued:{direction}:{record key}`` for In Queue), read to its end as of the call: the current
+  :class:`~sfsync.records.RecordStatus` of every record and direction (:func:`current`). :func:`queue`
+  turns it into the rows of the support desk's queue table, newest attempt first.
 - :func:`direction_summaries` says, per direction: enabled or paused (and which objects are paused on
   their own, by whom, why), the last process time and the state of the record processed last, the
   records waiting (the sink group's lag on its apply and retry topics plus the processor's lag on the
   direction's change topic), and today's counts: records whose latest attempt was today (midnight to
-  midnight in ``operations.time_zone``) and succeeded / failed / were kept out by the object's record filters
-  (``filtered``: the processor's decision, with the rule in the record's ``last_error``). A record synced
+  midnight in ``operations.time_zone``) and succeeded (or were superseded) / failed / were kept out by the
+  object's record filters (``filtered``: the processor's decision, with the rule in the record's
+  ``last_error``). A record synced
   twice today counts once, in the state of its latest attempt.
 - Lag takes each partition's end from a fetch response, never from ListOffsets alone (the embedded
   broker under-reports it, docs/kafka.md).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -31,10 +33,11 @@ from sfsync.kafka.clients import make_consumer
 from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.topics import TopicNames
 from sfsync.operations.control import ControlScope, read_control
-from sfsync.records import Direction, RecordStatus, SyncState
+from sfsync.records import QUEUED_PREFIX, Direction, RecordStatus, SyncState
 from sfsync.serde import DecodeError, Serde
 
-__all__ = ["DayCounts", "DirectionSummary", "QueueRow", "day_counts", "direction_summaries", "queue", "read_statuses",
+__all__ = ["DayCounts", "DirectionSummary", "QueueRow", "current", "day_counts", "direction_summaries", "queue",
+           "read_statuses",
            "sink_of", "today_counts"]
 
 #: which sink writes a direction
@@ -46,13 +49,38 @@ def sink_of(direction: Direction) -> str:
 
 
 def read_statuses(cfg: SfsyncConfig, timeout: float = 30.0) -> list[RecordStatus]:
-    """The latest status of every record and direction (a status it cannot decode is skipped)."""
+    """The current status of every record and direction (:func:`current`; a status it cannot decode is
+    skipped)."""
     names = TopicNames(cfg.kafka.topic_prefix)
     serde = Serde.from_config(cfg.kafka)
     found = read_compacted(cfg.kafka, names.status, decode=lambda raw: serde.decode(raw, RecordStatus, names.status),
                            key=lambda raw: raw.decode(errors="replace"), skip=DecodeError, timeout=timeout,
                            missing_ok=True, role="status-reader")
-    return list(found.values())
+    return current(found)
+
+
+def current(latest: Mapping[str, RecordStatus]) -> list[RecordStatus]:
+    """One status per record and direction from the status topic's latest value per key.
+
+    A record has up to two keys per direction (:func:`~sfsync.records.queued_status_key`): its outcome
+    (written by the processor and the sinks) and its In Queue state (written by the producers when they
+    capture a change). In Queue is the current state while it is newer (``updated_ts``) than the outcome, or
+    when there is no outcome yet; otherwise the outcome is. An outcome written for an earlier change after a
+    later change was captured shows until that later change's own outcome arrives (the version a status
+    covers is not recorded; the gap lasts one sink batch)."""
+    outcomes: dict[str, RecordStatus] = {}
+    queued: dict[str, RecordStatus] = {}
+    for key, status in latest.items():
+        if key.startswith(QUEUED_PREFIX):
+            queued[key[len(QUEUED_PREFIX):]] = status
+        else:
+            outcomes[key] = status
+    merged = dict(outcomes)
+    for key, waiting in queued.items():
+        done = outcomes.get(key)
+        if done is None or waiting.updated_ts > done.updated_ts:
+            merged[key] = waiting
+    return list(merged.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,15 +161,17 @@ class DayCounts:
 def day_counts(statuses: Iterable[RecordStatus], direction: Direction, now: datetime, zone: tzinfo) -> DayCounts:
     """The :class:`DayCounts` of ``direction`` on ``now``'s date in ``zone`` (the day resets at midnight there).
 
-    Each status is a record's latest (compacted topic), so a record counts once, in its latest state; other
-    states (in queue, conflict, ambiguous) are not counted here."""
+    Each status is a record's latest (compacted topic), so a record counts once, in its latest state.
+    Superseded counts as successful: the target already held newer data, the record is current (the sinks
+    treat it as done, like a success). Other states (in queue, conflict, ambiguous) are not counted here."""
     day = now.astimezone(zone).date()
     tally = {SyncState.SUCCESS: 0, SyncState.FAILED: 0, SyncState.FILTERED: 0}
     for s in statuses:
-        if s.direction is not direction or s.last_attempt_ts is None or s.state not in tally:
+        state = SyncState.SUCCESS if s.state is SyncState.SUPERSEDED else s.state
+        if s.direction is not direction or s.last_attempt_ts is None or state not in tally:
             continue
         if s.last_attempt_ts.astimezone(zone).date() == day:
-            tally[s.state] += 1
+            tally[state] += 1
     return DayCounts(success=tally[SyncState.SUCCESS], failed=tally[SyncState.FAILED],
                      filtered=tally[SyncState.FILTERED])
 
