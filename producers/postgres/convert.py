@@ -33,6 +33,11 @@ event_id            :func:`outbox_event_id`: UUIDv5 of the outbox's identity
 not convertible, not encodable, over the message limit) that the relay
 dead-letters with :func:`row_dead_letter` instead of blocking the outbox.
 
+:func:`queued_status` is the record's **In Queue** state the relay writes with
+each change it sends (under ``queued_status_key``, :mod:`sfsync.records`);
+``None`` for a row of a table the relay's config does not map (its key is not
+the record's key the sinks write the outcome under).
+
 Kafka key (:func:`event_key`): ``record_key(object, sfid, local_key)`` — the
 ``{object}:{sfid}`` form once the row is linked, ``{object}:local:{key}``
 before. A record therefore changes key (and possibly partition) once, when
@@ -54,7 +59,16 @@ from producers.deadletters import SIZE_ERROR, DeadLetter, build_dead_letter, mes
 from sfsync.coercion import CoercionError, coerce
 from sfsync.config import ObjectMapping, SfsyncConfig
 from sfsync.failures import Failure, FailureKind, Origin
-from sfsync.records import ChangeEvent, FieldPyValue, Operation, Source, record_key
+from sfsync.records import (
+    ChangeEvent,
+    Direction,
+    FieldPyValue,
+    Operation,
+    RecordStatus,
+    Source,
+    SyncState,
+    record_key,
+)
 from sfsync.salesforce.values import canonical_sfid, dumps_exact
 from sfsync.serde import EncodeError, Serde
 
@@ -216,12 +230,16 @@ def row_from_db(values: Mapping[str, Any]) -> OutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """An outbox row as the message the relay sends: Kafka key and encoded envelope."""
+    """An outbox row as the message the relay sends: Kafka key and encoded envelope; ``mapped``: the relay's
+    config maps its table (``object`` is then the mapped object, else the table name)."""
 
     row: OutboxRow
     object: str
     key: str
     value: bytes
+    sfid: str | None = None
+    local_key: str | None = None
+    mapped: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,11 +306,22 @@ def prepare_row(row: OutboxRow, index: TableIndex, serde: Serde, topic: str, sou
         value = serde.encode(event, topic)
     except EncodeError as e:
         return Refused(row, object_name, key, "EncodeError", f"{describe_row(row, key)} cannot be encoded: {e}"[:1000])
-    prepared = Prepared(row, object_name, key, value)
+    prepared = Prepared(row, object_name, key, value, event.sfid, event.local_key,
+                        row.table_name in index.by_table)
     size = message_size(key, value) + header_bytes
     if size > limit:
         return refuse_for_size(prepared, size, limit)
     return prepared
+
+
+def queued_status(prepared: Prepared, now: datetime) -> RecordStatus | None:
+    """The **In Queue** state of the record of a change the relay sends (``now``: when it was captured, for
+    readers to order it against the record's outcome); ``None`` for an unmapped table's row (module doc)."""
+    if not prepared.mapped:
+        return None
+    return RecordStatus(key=prepared.key, object=prepared.object, direction=Direction.OUTBOUND,
+                        state=SyncState.IN_QUEUE, sfid=prepared.sfid, local_key=prepared.local_key,
+                        last_attempt_ts=None, updated_ts=now)
 
 
 def row_dead_letter(refused: Refused, *, dlq: str, outbox: str, source: str, limit: int) -> DeadLetter:

@@ -41,10 +41,27 @@ Contract:
   notification costs at most one poll interval.
 - Rows are deleted by explicit id, never by range: a row of a transaction
   that commits late (lower id, visible later) is sent when it appears.
+- **In Queue.** With each change it sends, the relay writes the record's
+  In Queue state (:func:`~producers.postgres.convert.queued_status`) to
+  ``<prefix>.status`` under ``queued:outbound:<record key>``, produced with the
+  batch and acknowledged with it (one message per record and batch, its
+  ``updated_ts`` taken once per batch, before the first send: a resend of the
+  batch carries the same time, older than the outcome a sink may have written
+  meanwhile). Best effort: a status the broker refuses is logged, never a
+  reason to resend changes. A change the broker refuses for its size goes to
+  the DLQ, and its record's In Queue is removed again (a tombstone with the
+  dead letter) unless another change of the record in the batch went out.
+  sfsync's own local writes are never captured, so nothing here is an echo.
 - **Refused credentials** (SQLSTATE class 28 at connect): one ``credential_failure`` alert per outage
   (cause ``credential_failure:postgres-producer:postgres``), ``postgres.dsn`` re-read from the role's
   config file (:mod:`sfsync.config.credentials`) and tried at once when it changed, else again after the
   backoff or as soon as the file changes; the first connection that works resolves the alert.
+- **PostgreSQL unreachable** (:func:`connection_failure`: no answer at connect, or the session lost mid-run)
+  for longer than a minute (``RelaySettings.down_after_s``): one ``connection_down`` alert (cause
+  ``connection_down:postgres-producer:postgres``), "resolved" at the first connection that works again (the
+  server answering, a standby or refused credentials included: the outage is over). A shorter outage says
+  nothing (:class:`sfsync.operations.alerts.DownWatch`). An alert the broker did not take is raised again
+  at the next failed attempt.
 """
 
 from __future__ import annotations
@@ -75,6 +92,7 @@ from producers.postgres.convert import (
     TableIndex,
     outbox_source,
     prepare_row,
+    queued_status,
     refuse_for_size,
     row_dead_letter,
     row_from_db,
@@ -87,9 +105,9 @@ from sfsync.database.schema import archive_table_name, notify_channel, relay_loc
 from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, DeliveryError, FlushTimeout, make_producer
 from sfsync.kafka.topics import TopicNames
-from sfsync.operations.alerts import resolved_alert
-from sfsync.records import Alert, AlertKind, AlertSeverity, Direction
-from sfsync.serde import Serde
+from sfsync.operations.alerts import DOWN_AFTER, DownWatch, StreakEvent, connection_cause, resolved_alert
+from sfsync.records import Alert, AlertKind, AlertSeverity, Direction, queued_status_key, utcnow
+from sfsync.serde import EncodeError, Serde
 from sfsync.signals import stop_on_signals
 
 log = logging.getLogger("sfsync.relay")
@@ -98,6 +116,11 @@ APPLICATION_NAME = "sfsync-postgres-relay"
 ROLE = "postgres-producer"
 #: the cause of "PostgreSQL refused the relay's login"
 CREDENTIAL_CAUSE = f"{AlertKind.CREDENTIAL_FAILURE.value}:{ROLE}:postgres"
+#: the cause of "the relay cannot reach PostgreSQL"
+DOWN_CAUSE = connection_cause(ROLE, "postgres")
+#: SQLSTATEs of a server that is there but takes no session: connection exceptions (class 08), shutting down
+#: or starting up (57P01-57P03), too many connections (53300)
+_UNREACHABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300"})
 #: Header naming the relay session that sent a message (``host:pid:backend pid``).
 H_SESSION = "sfsync.relay.session"
 _COLUMNS = ("id, table_name, local_key, operation, changed_columns, new_values, txid, committed_at, origin, "
@@ -114,6 +137,16 @@ _OUTBOX_IDENTITY = (
 )
 
 
+def connection_failure(sqlstate: str | None, lost: bool) -> bool:
+    """Whether a database error means "PostgreSQL cannot be reached" (the ``connection_down`` watch), from its
+    SQLSTATE and whether it is a connection-level error (``psycopg.OperationalError``/``InterfaceError``): no
+    SQLSTATE on such an error (refused, timed out, closed by the server's end), class 08, a server shutting
+    down or starting up, or full. Not: refused credentials (their own alert), statement errors."""
+    if sqlstate is None:
+        return lost
+    return sqlstate.startswith("08") or sqlstate in _UNREACHABLE_STATES
+
+
 class LockLost(Exception):
     """The relay's session no longer holds the advisory lock: it must stop being active."""
 
@@ -122,7 +155,7 @@ class LockLost(Exception):
 class _Outgoing:
     topic: str
     key: str | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
 
 
@@ -148,6 +181,8 @@ class RelaySettings:
     backoff_s: float = 0.5
     max_backoff_s: float = 15.0
     lock_check_s: float = 1.0
+    #: how long PostgreSQL may be unreachable before the ``connection_down`` alert
+    down_after_s: float = DOWN_AFTER
 
     @classmethod
     def from_config(cls, cfg: SfsyncConfig) -> RelaySettings:
@@ -169,6 +204,8 @@ class RelayStatus:
     session: str | None = None  # host:pid:backend pid, the H_SESSION header of what this relay sends
     relayed: int = 0
     dead_lettered: int = 0
+    #: In Queue states the broker did not take (best effort: logged, not resent)
+    queued_lost: int = 0
     batches: int = 0
     takeovers: int = 0
     lock_losses: int = 0
@@ -188,6 +225,7 @@ class OutboxRelay:
         self.topic = names.changes_outbound
         self.dlq = direction_dlq(names, Direction.OUTBOUND)
         self.alerts = names.alerts
+        self.status_topic = names.status
         self.limit = message_limit(cfg.kafka)
         self.index = TableIndex.from_config(cfg)
         self.serde = Serde.from_config(cfg.kafka)
@@ -203,6 +241,7 @@ class OutboxRelay:
         #: where renewed credentials come from (the role's config file); None: never renewed
         self.credentials = process_source()
         self._credential_alert: str | None = None  # the open credential_failure alert's message
+        self.down = DownWatch(self.settings.down_after_s)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -213,6 +252,7 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     with connect(self.cfg, APPLICATION_NAME, autocommit=True) as conn:
+                        self._reachable()
                         self._credentials_accepted()
                         set_json_loads(partial(json.loads, parse_float=Decimal), conn)
                         self.status.backend_pid = conn.info.backend_pid
@@ -240,8 +280,12 @@ class OutboxRelay:
                     self.status.state = "standby"
                     self._drop_producer()  # the session (and with it the lock) may be gone: send nothing more
                     if not postgres_credentials_refused(e.sqlstate, str(e)):
+                        lost = isinstance(e, psycopg.OperationalError | psycopg.InterfaceError)
+                        if connection_failure(e.sqlstate, lost):
+                            self._unreachable(f"{type(e).__name__}: {e}".strip())
                         stop.wait(backoff.next())
                         continue
+                    self._reachable()  # the server answered: it refuses the login (its own alert)
                     self._credentials_refused(str(e))
                     source = self.credentials
                     if source is not None and source.renew(self.cfg, "postgres"):
@@ -255,6 +299,30 @@ class OutboxRelay:
             self.status.state = "stopped"
             if self._producer is not None:
                 self._drop_producer()
+
+    def _unreachable(self, detail: str) -> None:
+        """A failed attempt to reach PostgreSQL; raises the alert once the outage is older than the limit."""
+        if self.down.down(detail) is not StreakEvent.ALERT:
+            return
+        down_s = self.down.down_for()
+        if not self._send_alert(Alert(
+                kind=AlertKind.CONNECTION_DOWN, severity=AlertSeverity.CRITICAL,
+                message=f"the outbox relay cannot reach PostgreSQL for {down_s:.0f} s ({detail[:300]}); "
+                        "it keeps reconnecting",
+                details={"role": ROLE, "target": "postgres", "direction": Direction.OUTBOUND.value,
+                         "down_s": f"{down_s:.0f}", "cause": DOWN_CAUSE})):
+            self.down.alerted = False  # not delivered: raised again at the next failed attempt
+
+    def _reachable(self) -> None:
+        """PostgreSQL answered; resolves an alerted outage (a resolution the broker did not take is sent again
+        from the relay's loops while connected)."""
+        down_s = self.down.down_for()
+        if self.down.up() is not StreakEvent.RESOLVED:
+            return
+        message = "the outbox relay reaches PostgreSQL again" + (f" (after {down_s:.0f} s)" if down_s else "")
+        if not self._send_alert(resolved_alert(DOWN_CAUSE, AlertKind.CONNECTION_DOWN, message, {
+                "role": ROLE, "target": "postgres", "direction": Direction.OUTBOUND.value})):
+            self.down.alerted = True  # still to resolve
 
     def _credentials_refused(self, detail: str) -> None:
         """One alert per outage (module contract)."""
@@ -299,6 +367,8 @@ class OutboxRelay:
                 self.health.mark("postgres", True, "standby: another relay holds the lock")
                 self._check_broker()
             self.health.beat()
+            if self.down.alerted:  # connected, its resolution not delivered yet
+                self._reachable()
             self.status.state = "standby"
             stop.wait(self.settings.standby_check_s)
         return False
@@ -336,6 +406,8 @@ class OutboxRelay:
     def _pump(self, conn: psycopg.Connection, stop: threading.Event) -> None:
         while not stop.is_set():
             self.health.beat()
+            if self.down.alerted:  # connected, its resolution not delivered yet
+                self._reachable()
             rows = self._fetch(conn)
             if rows:
                 if not self._send(conn, rows, stop):
@@ -411,11 +483,15 @@ class OutboxRelay:
                  for row in rows]
         good = [f for f in fates if isinstance(f, Prepared)]
         refused = [f for f in fates if isinstance(f, Refused)]
+        queued = self._queued(good)
+        sent_queued: set[str] = set()
         backoff = Backoff(self.settings.backoff_s, self.settings.max_backoff_s)
         while good:
             self._confirm_lock(conn)
+            statuses = list({m.key: m for g in good if (m := queued.get(g.row.id)) is not None}.values())
+            sent_queued.update(m.key for m in statuses if m.key)
             try:
-                results = self._deliver(conn, [_Outgoing(self.topic, g.key, g.value, headers) for g in good])
+                results = self._deliver(conn, [_Outgoing(self.topic, g.key, g.value, headers) for g in good], statuses)
             except (FlushTimeout, KafkaException, BufferError) as e:
                 self._error(f"kafka: {type(e).__name__}: {e}")
                 self._drop_producer()
@@ -432,14 +508,35 @@ class OutboxRelay:
                 self._drop_producer()  # the whole batch again (its order kept), with a fresh producer
             if stop.wait(backoff.next()):
                 return False
-        if refused and not self._dead_letter(conn, refused, stop):
+        # the In Queue of a record whose every change of this batch went to the DLQ instead: removed again
+        kept = {m.key for g in good if (m := queued.get(g.row.id)) is not None}
+        withdrawn = [_Outgoing(self.status_topic, key, None) for key in sorted(sent_queued - kept)]
+        if refused and not self._dead_letter(conn, refused, stop, withdrawn):
             return False
         self.status.relayed += len(good)
         self.status.dead_lettered += len(refused)
         return True
 
-    def _dead_letter(self, conn: psycopg.Connection, refused: list[Refused], stop: threading.Event) -> bool:
-        """Write each refused row's dead letter and alert; True once all are acknowledged, False if stopped."""
+    def _queued(self, good: list[Prepared]) -> dict[int, _Outgoing]:
+        """The In Queue message of each row to send (by outbox id), all with one ``updated_ts`` (module doc)."""
+        now = utcnow()
+        out: dict[int, _Outgoing] = {}
+        for g in good:
+            status = queued_status(g, now)
+            if status is None:
+                continue
+            try:
+                value = self.serde.encode(status, self.status_topic)
+            except EncodeError as e:  # never seen: a status is a few strings; the change still goes out
+                log.warning("In Queue state of %s not encodable: %s", g.key, e)
+                continue
+            out[g.row.id] = _Outgoing(self.status_topic, queued_status_key(Direction.OUTBOUND, g.key), value)
+        return out
+
+    def _dead_letter(self, conn: psycopg.Connection, refused: list[Refused], stop: threading.Event,
+                     extra: Sequence[_Outgoing] = ()) -> bool:
+        """Write each refused row's dead letter and alert (and, best effort, the ``extra`` status messages);
+        True once all are acknowledged, False if stopped."""
         letters: list[DeadLetter] = []
         for r in refused:
             log.warning("dead letter to %s: %s: %s", self.dlq, r.error_class, r.reason)
@@ -452,11 +549,12 @@ class OutboxRelay:
             out = [_Outgoing(d.topic, d.key, d.value, d.headers) for d in letters]
             out += [_Outgoing(self.alerts, a.object or a.kind.value, self.serde.encode(a, self.alerts)) for a in alerts]
             try:
-                results = self._deliver(conn, out)
+                results = self._deliver(conn, out, extra)
             except (FlushTimeout, KafkaException, BufferError) as e:
                 self._error(f"kafka: {type(e).__name__}: {e}")
                 self._drop_producer()
             else:
+                extra = ()
                 letter_results, alert_results = results[:len(letters)], results[len(letters):]
                 letters = [d.lean if is_size_error(r.error) and d.lean is not None else d
                            for d, r in zip(letters, letter_results, strict=True) if r.error is not None]
@@ -469,8 +567,10 @@ class OutboxRelay:
                 return False
         return True
 
-    def _deliver(self, conn: psycopg.Connection, messages: Sequence[_Outgoing]) -> list[_Result]:
-        """Produce ``messages`` and wait for every answer: one :class:`_Result` per message, in order.
+    def _deliver(self, conn: psycopg.Connection, messages: Sequence[_Outgoing],
+                 extra: Sequence[_Outgoing] = ()) -> list[_Result]:
+        """Produce ``messages`` (then the best-effort ``extra``: status messages, whose failures are only
+        counted and logged) and wait for every answer: one :class:`_Result` per message of ``messages``, in order.
 
         A message the client refuses at once (e.g. over ``message.max.bytes``) is a local result, not an
         exception. Raises ``FlushTimeout`` when the broker does not answer in ``flush_timeout_s``, and
@@ -489,11 +589,32 @@ class OutboxRelay:
             except KafkaException as e:
                 error = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else KafkaError(KafkaError._FAIL)
                 results[i] = _Result(error, local=True)
+        for m in extra:
+            self._produce_extra(producer, m)
         self._await_acks(producer, conn)
         with contextlib.suppress(DeliveryError):  # reported per message above
             producer.raise_failures()
         missing = KafkaError(KafkaError._MSG_TIMED_OUT, "no delivery report")
         return [r if r is not None else _Result(missing) for r in results]
+
+    def _produce_extra(self, producer: CheckedProducer, m: _Outgoing) -> None:
+        """Queue one best-effort message on the raw client (no poll per message; the wait for the batch's
+        acks serves its report)."""
+        while True:
+            try:
+                producer.producer.produce(m.topic, m.value, key=m.key, on_delivery=self._extra_answered)
+                return
+            except BufferError:
+                producer.producer.poll(0.05)
+            except KafkaException as e:
+                self._extra_answered(e.args[0] if e.args and isinstance(e.args[0], KafkaError)
+                                     else KafkaError(KafkaError._FAIL), None)
+                return
+
+    def _extra_answered(self, err: KafkaError | None, _msg: Message | None) -> None:
+        if err is not None:
+            self.status.queued_lost += 1
+            log.warning("a status message was not delivered: %s", err)
 
     def _await_acks(self, producer: CheckedProducer, conn: psycopg.Connection) -> None:
         deadline = time.monotonic() + self.settings.flush_timeout_s

@@ -23,11 +23,17 @@ Contract:
 - The streaming client failing (Salesforce unreachable, refused) for longer than a minute raises one
   ``connection_down`` alert (cause ``connection_down:salesforce-producer:salesforce``), resolved once
   every channel is subscribed again (:class:`sfsync.operations.alerts.DownWatch`).
+- **In Queue**: with each envelope (in its transaction) the record's In Queue state goes to ``<prefix>.status``
+  under ``queued:inbound:<record key>`` (:func:`~producers.salesforce.events.queued_status`; one message per
+  record and transaction, its ``updated_ts`` the time the change was read), except for sfsync's own echoes
+  (``changeOrigin`` naming ``salesforce.call_options_client``). An envelope dead-lettered instead has none.
 - Parent paths (``Owner.Name``) are resolved for the envelopes of every event, repair and catch-up, and a
   change of a captured parent re-emits its children's updates (:mod:`producers.salesforce.parents`).
 - Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
-  from the committed positions. Nothing is acknowledged to Salesforce: position lives in Kafka only.
+  from the committed positions; so is a body that is no CometD answer (a 503 with a REST-style error array,
+  refused by :func:`sfsync.salesforce.streaming.loads_cometd`). Nothing is acknowledged to Salesforce:
+  position lives in Kafka only.
   Before a reconnect, a changed config file (the role's, :mod:`sfsync.config.credentials`) renews the
   ``salesforce.auth`` credentials (refused ones, e.g. a rotated password) and reconnects at once.
 - A bad change does not stop the direction: a message that is no CDC event, an envelope without a record
@@ -46,6 +52,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -74,6 +81,7 @@ from producers.salesforce.events import (
     parse_event,
     prepare_envelope,
     query_fields,
+    queued_status,
     record_query,
     refuse_envelope_for_size,
     replay_id_of,
@@ -91,12 +99,12 @@ from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.settings import producer_settings
 from sfsync.kafka.topics import TopicNames
 from sfsync.operations.alerts import DownWatch, StreakEvent, connection_cause, resolved_alert
-from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction
+from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction, queued_status_key, utcnow
 from sfsync.salesforce.paced import PacedCalls
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.streaming import make_streaming_client
 from sfsync.salesforce.values import ObjectTypes
-from sfsync.serde import Serde
+from sfsync.serde import EncodeError, Serde
 
 log = logging.getLogger("sfsync.producers.salesforce")
 
@@ -150,10 +158,12 @@ class _Batch:
 
 @dataclass(frozen=True, slots=True)
 class _Channeled:
-    """An encoded envelope with the channel it came from (for its dead letter, should the broker refuse it)."""
+    """An encoded envelope with the channel it came from (for its dead letter, should the broker refuse it)
+    and its record's In Queue state (status key, encoded value; ``None``: an echo)."""
 
     envelope: Envelope
     channel: str
+    queued: tuple[str, bytes] | None = None
 
 
 class _ReaderError:
@@ -388,13 +398,25 @@ class CdcProducer:
         batch's dead letters instead."""
         if self.batch.first_at is None:
             self.batch.first_at = time.monotonic()
+        now = utcnow()
         for event in events:
             fate = prepare_envelope(event, self.serde, self.topics.changes_inbound, channel, self.limit)
             if isinstance(fate, Envelope):
-                self.batch.events.append(_Channeled(fate, channel))
+                self.batch.events.append(_Channeled(fate, channel, self._queued(event, fate.key, now)))
             else:
                 self._dead(envelope_dead_letter(fate, channel=channel, message=message, dlq=self.dlq,
                                                 limit=self.limit))
+
+    def _queued(self, event: ChangeEvent, key: str, now: datetime) -> tuple[str, bytes] | None:
+        """The In Queue message of an envelope's record (module contract), encoded once."""
+        status = queued_status(event, self.cfg.salesforce.call_options_client, now)
+        if status is None:
+            return None
+        try:
+            return queued_status_key(Direction.INBOUND, key), self.serde.encode(status, self.topics.status)
+        except EncodeError as e:  # never seen: a status is a few strings; the change still goes out
+            log.warning("In Queue state of %s not encodable: %s", key, e)
+            return None
 
     def _malformed(self, channel: str, message: dict[str, Any], reason: str, sobject: str | None = None) -> None:
         """A message that makes no envelope: dead-lettered, and its replay id (when readable) is the
@@ -527,6 +549,11 @@ class CdcProducer:
                     continue
                 kept.append(item)
             batch.events = kept
+            # one In Queue per record (the last wins on the compacted topic anyway), on the raw client: no
+            # poll per message, the commit waits for them
+            queued = dict(item.queued for item in kept if item.queued is not None)
+            for key, value in queued.items():
+                _produce_quietly(producer, self.topics.status, value, key)
             for i, letter in enumerate(batch.dead):
                 producer.produce(letter.topic, letter.value, key=letter.key, headers=list(letter.headers),
                                  on_delivery=partial(answered, 1, i))
@@ -572,6 +599,17 @@ class CdcProducer:
                 refuse_envelope_for_size(env, item.channel, message_size(env.key, env.value), None),
                 channel=item.channel, message=None, dlq=self.dlq, limit=self.limit), batch)
         batch.events = kept
+
+
+def _produce_quietly(producer: CheckedProducer, topic: str, value: bytes, key: str) -> None:
+    """Queue one message of the transaction on the raw client, waiting for queue space when it is full (a
+    failed delivery fails the commit, so no report is needed)."""
+    while True:
+        try:
+            producer.producer.produce(topic, value, key=key)
+            return
+        except BufferError:
+            producer.producer.poll(0.05)
 
 
 async def _sleep_unless(stop: threading.Event, seconds: float) -> None:

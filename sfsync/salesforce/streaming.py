@@ -8,8 +8,14 @@ secret or a token.
 
 :func:`make_streaming_client` builds the ``Client`` (``connection_timeout=0``: keeps aiocometd-ng off its
 Python >= 3.10 ``wait_for(loop=)`` bug path, so network loss means "keep reconnecting"), with its ``ssl``
-attribute trusting ``salesforce.ca_bundle`` when set, and its JSON loader keeping numbers exact
-(``loads_exact``: a CDC payload's fractions arrive as ``Decimal``, never through float). Call it inside a
+attribute trusting ``salesforce.ca_bundle`` when set, and its JSON loader :func:`loads_cometd`: numbers kept
+exact (a CDC payload's fractions arrive as ``Decimal``, never through float), and a body that is no CometD
+payload (a JSON array of message objects, each with a ``channel``) refused with aiocometd-ng's
+``TransportError``. Why: a 503 from Salesforce's front end carries a REST-style error array
+(``[{"message", "errorCode"}]``), which aiocometd-ng would read as messages and fail on with a ``KeyError``
+(its ``open()`` / ``subscribe()`` raising something no caller expects, the connect loop retrying blind); as
+a ``TransportError`` it is a stream failure like a lost connection: the client's methods raise the
+library's ``TransportError`` (an ``AiosfstreamException``), the connect loop retries. Call it inside a
 running event loop.
 """
 
@@ -20,6 +26,7 @@ import ssl
 from collections.abc import MutableMapping
 from typing import Any
 
+from aiocometd_ng.exceptions import TransportError
 from aiosfstream_ng import Client, ReplayMarker, ReplayMarkerStoragePolicy
 from aiosfstream_ng.auth import AuthenticatorBase
 
@@ -58,6 +65,25 @@ class SfsyncAuthenticator(AuthenticatorBase):
         }
 
 
+#: how much of a refused body's error message is quoted
+_QUOTE = 200
+
+
+def loads_cometd(text: str | bytes | bytearray) -> Any:
+    """A CometD response body (numbers exact, :func:`~sfsync.salesforce.values.loads_exact`), or
+    ``TransportError`` when it is no CometD payload (see the module doc), naming the error code and message
+    it carries (a REST-style error array: Salesforce's error texts hold no secret)."""
+    payload = loads_exact(text)
+    if isinstance(payload, list) and all(isinstance(m, dict) and isinstance(m.get("channel"), str) for m in payload):
+        return payload
+    first = payload[0] if isinstance(payload, list) and payload else payload
+    if isinstance(first, dict) and ("errorCode" in first or "message" in first):
+        what = f"{first.get('errorCode')}: {str(first.get('message'))[:_QUOTE]}"
+    else:
+        what = f"a JSON {type(payload).__name__}"
+    raise TransportError(f"the streaming endpoint answered no CometD messages ({what})")
+
+
 def ssl_context(cfg: SalesforceConfig) -> ssl.SSLContext | None:
     """An SSL context trusting ``ca_bundle`` (None: the library default, the system store)."""
     return ssl.create_default_context(cafile=str(cfg.ca_bundle)) if cfg.ca_bundle else None
@@ -73,7 +99,7 @@ def make_streaming_client(cfg: SalesforceConfig, replay: MutableMapping[str, Rep
         replay_storage_policy=ReplayMarkerStoragePolicy.AUTOMATIC,
         connection_timeout=0,
         max_pending_count=max_pending_count,
-        json_loads=loads_exact,
+        json_loads=loads_cometd,
     )
     context = ssl_context(cfg)
     if context is not None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiocometd_ng.exceptions import TransportError as CometdTransportError
+from aiosfstream_ng.exceptions import TransportError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -15,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from sfsync.config import SalesforceConfig
 from sfsync.devstack.emulator import EmulatorHandle
-from sfsync.salesforce.streaming import SfsyncAuthenticator, make_streaming_client
+from sfsync.salesforce.streaming import SfsyncAuthenticator, loads_cometd, make_streaming_client
 
 
 def _key_and_cert(tmp: Path) -> tuple[Path, str]:
@@ -66,3 +70,50 @@ async def test_refused_credentials_surface_without_secrets(org: EmulatorHandle) 
     status, body = await auth._authenticate()
     assert status == 400 and body["error"] == "invalid_grant"
     assert auth.last_error is not None and "very-secret-wrong" not in auth.last_error
+
+
+async def test_a_rest_style_error_body_from_the_streaming_endpoint_is_a_transport_error(org: EmulatorHandle) -> None:
+    """A 503 whose body is a REST-style error array (``[{"message", "errorCode", "fields"}]``: what Salesforce's
+    front ends answer while an instance is unavailable) is no CometD answer. The client raises the library's
+    ``TransportError`` (an ``AiosfstreamException``, what a caller handles as "the stream failed"), naming the
+    error code, at ``open()`` and at ``subscribe()``.
+
+    Failed before the fix: aiocometd-ng read the array as CometD messages and raised ``KeyError('channel')``."""
+    emulator = org
+    cfg = SalesforceConfig.model_validate({"login_url": emulator.url, "ca_bundle": str(emulator.ca_path), "auth": {
+        "flow": "password", "client_id": "sfsync", "client_secret": "secret", "username": emulator.username,
+        "password": emulator.password}})
+    emulator.control.add_fault(path="^/cometd/", status=503, error_code="SERVER_UNAVAILABLE",
+                               message="the instance is down for maintenance")
+    client = make_streaming_client(cfg, {})
+    with pytest.raises(TransportError, match="SERVER_UNAVAILABLE"):
+        await client.open()
+    await client.close()
+    emulator.control.clear_faults()
+    client = make_streaming_client(cfg, {})
+    await client.open()
+    try:
+        emulator.control.add_fault(path="^/cometd/", status=503)
+        with pytest.raises(TransportError, match="UNKNOWN_EXCEPTION"):
+            await client.subscribe("/data/AccountChangeEvent")
+    finally:
+        emulator.control.clear_faults()
+        await client.close()
+
+
+@pytest.mark.parametrize("body", [
+    [{"message": "down", "errorCode": "SERVER_UNAVAILABLE", "fields": []}],
+    {"error": "not a list"},
+    ["text"],
+    [{"channel": "/meta/connect", "successful": True}, {"errorCode": "X"}],
+])
+def test_loads_cometd_refuses_what_is_no_cometd_payload(body: Any) -> None:
+    with pytest.raises(CometdTransportError, match="no CometD"):
+        loads_cometd(json.dumps(body))
+
+
+def test_loads_cometd_keeps_numbers_exact() -> None:
+    payload = loads_cometd('[{"channel": "/data/X", "data": {"payload": {"Amount": 12.30, "N": 7}}}]')
+    assert payload == [{"channel": "/data/X", "data": {"payload": {"Amount": Decimal("12.30"), "N": 7}}}]
+    assert isinstance(payload[0]["data"]["payload"]["Amount"], Decimal)
+    assert loads_cometd("[]") == []

@@ -21,7 +21,16 @@ import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from producers.postgres.convert import OutboxRow, TableIndex, event_key, field_value, row_to_event
+from producers.postgres.convert import (
+    OutboxRow,
+    Prepared,
+    TableIndex,
+    event_key,
+    field_value,
+    prepare_row,
+    queued_status,
+    row_to_event,
+)
 from producers.postgres.relay import OutboxRelay, RelaySettings
 from sfsync.config import SfsyncConfig
 from sfsync.database import init_schema
@@ -29,8 +38,9 @@ from sfsync.database.schema import archive_table_name
 from sfsync.database.testing import config_dict, drop_schema_cascade, make_config, new_schema_name
 from sfsync.devstack.process import free_port
 from sfsync.failures import parse_failure_headers
+from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.topics import TopicNames, apply_topics
-from sfsync.records import Alert, AlertKind, ChangeEvent, Operation, Source
+from sfsync.records import Alert, AlertKind, ChangeEvent, Direction, Operation, RecordStatus, Source, SyncState
 from sfsync.serde import Serde
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -587,3 +597,60 @@ def test_numbers_and_ids_leave_the_outbox_exact(postgres_dsn: str, kafka_config:
     assert event.values == {"amount": Decimal("12345678901234567.891"), "big": 2**60 + 1, "plain": Decimal("-0.10"),
                             "label": "x"}
     assert type(event.values["big"]) is int
+
+
+def test_queued_status_of_a_mapped_row_and_none_for_an_unmapped_table() -> None:
+    cfg = make_config("postgresql://x@127.0.0.1:1/x", "s")
+    index = TableIndex.from_config(cfg)
+    serde = Serde()
+    row = OutboxRow(id=7, table_name="accounts", local_key="5", operation="update", changed_columns=["name"],
+                    new_values={"id": 5, "sfid": "001000000000001", "name": "Acme"}, txid=1, committed_at=TS)
+    prepared = prepare_row(row, index, serde, "t.changes.outbound", "src", 1_000_000)
+    assert isinstance(prepared, Prepared)
+    status = queued_status(prepared, TS)
+    assert status == RecordStatus(key="Account:001000000000001AAA", object="Account", direction=Direction.OUTBOUND,
+                                  state=SyncState.IN_QUEUE, sfid="001000000000001AAA", local_key="5",
+                                  last_attempt_ts=None, updated_ts=TS)
+    unmapped = prepare_row(replace(row, table_name="orders"), index, serde, "t.changes.outbound", "src", 1_000_000)
+    assert isinstance(unmapped, Prepared) and queued_status(unmapped, TS) is None
+
+
+def _statuses(cfg: SfsyncConfig) -> tuple[list[Message], dict[str, RecordStatus | None]]:
+    topic = TopicNames(cfg.kafka.topic_prefix).status
+    raw = read_to_end(cfg, topic)
+    latest = read_compacted(cfg.kafka, topic, key=bytes.decode,
+                            decode=lambda v: Serde().decode(v, RecordStatus, topic), timeout=30)
+    return raw, latest
+
+
+def test_every_sent_change_writes_its_records_in_queue_state_once_per_batch(cfg: SfsyncConfig) -> None:
+    """Each change the relay sends puts its record's In Queue state on the status topic (key
+    ``queued:outbound:<record key>``, direction outbound, no attempt yet, ``updated_ts`` of the send); a record
+    changed several times in one batch gets one status message for that batch."""
+    schema = cfg.postgres.schema_name
+    with psycopg.connect(cfg.postgres.dsn.get_secret_value(), autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {schema}.contacts (last_name) SELECT 'c' || g FROM generate_series(1, 3) g")
+        conn.execute(f"UPDATE {schema}.contacts SET title = 'x' WHERE id = 2")
+        conn.execute(f"INSERT INTO {schema}.accounts (name, sfid) VALUES ('linked', '001000000000009AAA')")
+    before = datetime.now(UTC)
+    relay = RelayThread(cfg, FAST)
+    try:
+        wait_for(lambda: not outbox_ids(cfg), what="outbox drained")
+    finally:
+        relay.close()
+    after = datetime.now(UTC)
+    assert relay.relay.status.batches == 1 and relay.relay.status.queued_lost == 0
+    raw, latest = _statuses(cfg)
+    keys = ["queued:outbound:Contact:local:1", "queued:outbound:Contact:local:2", "queued:outbound:Contact:local:3",
+            "queued:outbound:Account:001000000000009AAA"]
+    assert sorted(m.key().decode() for m in raw) == sorted(keys)  # type: ignore[union-attr]
+    assert sorted(latest) == sorted(keys)
+    for key, status in latest.items():
+        assert status is not None and status.state is SyncState.IN_QUEUE and status.direction is Direction.OUTBOUND
+        assert key == f"queued:outbound:{status.key}" and status.failure_count == 0 and status.last_error is None
+        assert status.last_attempt_ts is None and before <= status.updated_ts <= after
+    contact = latest["queued:outbound:Contact:local:2"]
+    assert contact is not None and (contact.object, contact.local_key, contact.sfid) == ("Contact", "2", None)
+    account = latest["queued:outbound:Account:001000000000009AAA"]
+    assert account is not None and (account.object, account.sfid) == ("Account", "001000000000009AAA")
+    assert len({s.updated_ts for s in latest.values() if s is not None}) == 1  # one time per batch

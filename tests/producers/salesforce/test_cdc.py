@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,12 +20,25 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from processors.mapping import is_own_origin
 from producers.salesforce import cdc
 from producers.salesforce.events import OffsetRecord, channel_for, offset_key
+from sfsync import eventloop
 from sfsync.config import SfsyncConfig, build_config
 from sfsync.devstack.emulator import EmulatorHandle
 from sfsync.failures import parse_failure_headers
 from sfsync.kafka.clients import make_consumer
+from sfsync.kafka.compacted import read_compacted
 from sfsync.kafka.topics import TopicNames, apply_topics
-from sfsync.records import Alert, AlertKind, ChangeEvent, Operation, Source, record_key
+from sfsync.operations.alerts import DownWatch
+from sfsync.records import (
+    Alert,
+    AlertKind,
+    ChangeEvent,
+    Direction,
+    Operation,
+    RecordStatus,
+    Source,
+    SyncState,
+    record_key,
+)
 from sfsync.serde import Serde
 
 SFSYNC_HEADERS = {"Sforce-Call-Options": "client=sfsync"}
@@ -287,10 +300,10 @@ def test_an_aborted_transaction_leaves_neither_events_nor_offsets(org: EmulatorH
     assert inbound.settle(1.0) == []
 
 
-def _alerts(cfg: SfsyncConfig, n: int) -> list[Alert]:
+def _alerts(cfg: SfsyncConfig, n: int, timeout: float = 10.0) -> list[Alert]:
     reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).alerts)
     try:
-        msgs = reader.read(lambda m: len(m) >= n, 10)
+        msgs = reader.read(lambda m: len(m) >= n and n > 0, timeout)
         return [Serde().decode(m.value(), Alert, reader.topic) for m in msgs]
     finally:
         reader.close()
@@ -477,3 +490,88 @@ def test_a_malformed_event_goes_to_the_dlq_and_the_rest_flows(org: EmulatorHandl
     alerts = _alerts(cfg, 2)
     assert sorted(a.details["replay_id"] for a in alerts) == sorted(str(i) for i in bad_ids)
     assert _offsets(cfg)[channel].replay_id == int(events[-1].source_position)
+
+
+def test_a_503_with_a_rest_style_body_from_the_streaming_endpoint_is_retried_and_alerted(
+        org: EmulatorHandle, cfg: SfsyncConfig, inbound: Reader) -> None:
+    """The streaming endpoint answers 503 with a REST-style error array (the emulator's fault over its control
+    API: ``[{"message", "errorCode", "fields"}]``), first at start and for longer than the outage limit (shortened
+    to 1 s): the producer keeps retrying with backoff, raises one ``connection_down`` alert, and once the endpoint
+    answers again it subscribes, resolves the alert and the stream flows. It never dies.
+
+    Failed before the fix: ``client.open()`` raised ``KeyError('channel')`` from inside aiocometd-ng, which the
+    producer did not catch (only ``AiosfstreamException``): the producer's thread died at the first 503."""
+    org.control.add_fault(path="^/cometd/", status=503, error_code="SERVER_UNAVAILABLE",
+                          message="the instance is down for maintenance")
+    producer = cdc.CdcProducer(cfg, threading.Event(), start="all")
+    producer.down = DownWatch(1.0)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            eventloop.run(producer.run())
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    cause = "connection_down:salesforce-producer:salesforce"
+
+    def alert_states() -> list[tuple[str, str]]:
+        return [(a.details.get("cause", ""), a.details.get("state", "open"))
+                for a in _alerts(cfg, 0, timeout=2) if a.kind is AlertKind.CONNECTION_DOWN]
+
+    try:
+        deadline = time.monotonic() + GUARD
+        while (cause, "open") not in alert_states() and not errors and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert errors == [] and thread.is_alive(), f"the producer died: {errors!r}"
+        assert alert_states() == [(cause, "open")]
+        fired = next(f["fired"] for f in org.control.faults())
+        assert fired >= 2, "the producer did not retry"
+        alert = next(a for a in _alerts(cfg, 1) if a.kind is AlertKind.CONNECTION_DOWN)
+        assert "TransportError" in alert.message
+        org.control.clear_faults()
+        _wait_subscribed(org, timeout=GUARD)
+        acc = org.salesforce().Account.create({"Name": "after the outage"})["id"]
+        events = _read_until(inbound, lambda evs: any(e.sfid == acc for e in evs), GUARD)
+        assert [e.sfid for e in events] == [acc]
+        deadline = time.monotonic() + GUARD
+        while (cause, "resolved") not in alert_states() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alert_states() == [(cause, "open"), (cause, "resolved")]
+    finally:
+        org.control.clear_faults()
+        producer.stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and errors == []
+
+
+def test_every_change_but_an_echo_writes_its_records_in_queue_state(org: EmulatorHandle, cfg: SfsyncConfig,
+                                                                    running: Any, inbound: Reader) -> None:
+    """Each envelope puts its record's In Queue state on the status topic in the envelope's transaction (key
+    ``queued:inbound:<record key>``, direction inbound, no attempt yet, ``updated_ts`` when it was read); sfsync's
+    own echo (``changeOrigin`` ``client=sfsync``) gets none."""
+    sf = org.salesforce()
+    producer = running()
+    _wait_subscribed(org, timeout=GUARD)
+    before = datetime.now(UTC)
+    echo = sf.Account.create({"Name": "written by sfsync"}, headers=SFSYNC_HEADERS)["id"]
+    acc = sf.Account.create({"Name": "Acme", "Local_Id__c": "a7"})["id"]
+    sf.Account.update(acc, {"Name": "Acme 2"})
+    con = sf.Contact.create({"LastName": "Doe"})["id"]
+    _read_until(inbound, lambda evs: any(e.sfid == con for e in evs), GUARD)
+    producer.stop()
+    after = datetime.now(UTC)
+    topic = TopicNames(cfg.kafka.topic_prefix).status
+    latest = read_compacted(cfg.kafka, topic, key=bytes.decode,
+                            decode=lambda v: Serde().decode(v, RecordStatus, topic), timeout=30)
+    assert sorted(latest) == sorted([f"queued:inbound:Account:{acc}", f"queued:inbound:Contact:{con}"])
+    assert f"queued:inbound:Account:{echo}" not in latest
+    account, contact = latest[f"queued:inbound:Account:{acc}"], latest[f"queued:inbound:Contact:{con}"]
+    # the latest change (the update) names no local key: only a create carries the external id unchanged
+    assert (account.key, account.object, account.sfid, account.local_key) == (f"Account:{acc}", "Account", acc, None)
+    assert (contact.key, contact.object, contact.sfid) == (f"Contact:{con}", "Contact", con)
+    for status in (account, contact):
+        assert status.state is SyncState.IN_QUEUE and status.direction is Direction.INBOUND
+        assert status.last_attempt_ts is None and status.failure_count == 0 and before <= status.updated_ts <= after

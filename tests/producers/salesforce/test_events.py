@@ -3,6 +3,7 @@ events from the emulator through the real producer and broker."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,16 +17,18 @@ from producers.salesforce.events import (
     change_events,
     channel_for,
     is_invalid_replay,
+    is_sfsync_origin,
     latest_offsets,
     offset_key,
     parse_event,
     query_fields,
+    queued_status,
     record_query,
     snapshot_events,
     start_replay_id,
 )
 from sfsync.config import ObjectMapping
-from sfsync.records import Operation
+from sfsync.records import ChangeEvent, Direction, Operation, RecordStatus, Source, SyncState
 from sfsync.salesforce.values import ObjectTypes
 
 TYPES = ObjectTypes.from_describe({"name": "Account", "fields": [
@@ -204,3 +207,19 @@ def test_a_15_character_record_id_from_cometd_is_keyed_by_its_18_character_form(
     assert len(contacts) == 2, got
     assert {key for key, _ in contacts} == {record_key("Contact", contact)}
     assert [(e.sfid, e.values["AccountId"]) for _, e in contacts] == [(contact, account), (contact, account)]
+
+
+def test_queued_status_for_a_change_and_none_for_an_echo_or_a_keyless_change() -> None:
+    now = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    change = ChangeEvent(source=Source.SALESFORCE, object="Account", operation=Operation.UPDATE,
+                         sfid="001000000000001AAA", local_key="a1", commit_ts=now, source_position="5",
+                         origin="com/salesforce/api/rest/60.0")
+    assert queued_status(change, "sfsync", now) == RecordStatus(
+        key="Account:001000000000001AAA", object="Account", direction=Direction.INBOUND, state=SyncState.IN_QUEUE,
+        sfid="001000000000001AAA", local_key="a1", last_attempt_ts=None, updated_ts=now)
+    for origin in ("client=sfsync", "com/salesforce/api/rest/60.0;client=sfsync", "sfsync"):
+        assert is_sfsync_origin(origin, "sfsync")
+        assert queued_status(replace(change, origin=origin), "sfsync", now) is None
+    assert not is_sfsync_origin("client=sfsync-other", "sfsync") and not is_sfsync_origin(None, "sfsync")
+    assert queued_status(replace(change, origin="client=sfsync"), "mine", now) is not None
+    assert queued_status(replace(change, sfid="", local_key=None), "sfsync", now) is None  # no key: dead-lettered
