@@ -331,6 +331,75 @@ def backfill(
         typer.secho(f"  refused {line}", err=True, fg=typer.colors.RED)
 
 
+@app.command("sync")
+def sync_records(
+    object: Annotated[str, typer.Argument(help="The mapped Salesforce object, e.g. Contact.")],
+    record: Annotated[str | None, typer.Argument(help="A Salesforce id or a local key (or --all).")] = None,
+    config: ConfigOpt = None,
+    every: Annotated[bool, typer.Option("--all", help="Every record of the object, with a progress bar.")] = False,
+    source: Annotated[str | None, typer.Option(
+        "--from", help="salesforce | local: the side whose values are pushed (default: the id's side; with --all "
+                       "salesforce, or local for an object whose every field is to_salesforce).")] = None,
+    page_size: Annotated[int | None, typer.Option(
+        "--page-size", help="--all from Salesforce: records per query page, 200..2000 (default 2000).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Force sync: re-read a record (or, with --all, every record) from its source and push it through the
+    running pipeline now. From Salesforce: a snapshot to changes.inbound (PostgreSQL gets Salesforce's
+    values, by the conflict policy); from PostgreSQL: the row into the outbox (Salesforce gets the local
+    values). Exit 0 pushed, 1 a side unreachable, 2 usage (unknown object, no such record, wrong id)."""
+    from rich.progress import Progress
+
+    from sfsync.operations.forcesync import ForceSyncError, SyncSource, force_sync_all, force_sync_record
+    from sfsync.salesforce.paced import BudgetSpent
+
+    cfg = _load(config)
+    if every == (record is not None):
+        raise _fail(f"sync {object}: give a record id (Salesforce id or local key) or --all, not "
+                    f"{'both' if every else 'neither'}", 2)
+    try:
+        side = SyncSource(source.lower()) if source is not None else None
+    except ValueError:
+        raise _fail(f"unknown --from {source!r}; one of: salesforce, local", 2) from None
+    try:
+        if record is not None:
+            report = force_sync_record(cfg, object, record, source=side)
+        else:
+            with Progress(console=console, transient=True, disable=json_out) as progress:
+                task = progress.add_task(f"sync {object}", total=None)
+
+                def advance(n: int, total: int | None) -> None:
+                    if total is not None:
+                        progress.update(task, total=total)
+                    progress.advance(task, n)
+
+                report = force_sync_all(cfg, object, source=side, progress=advance, page_size=page_size)
+    except ForceSyncError as e:
+        raise _fail(f"sync {object}: {e}", 2) from None
+    except BudgetSpent as e:
+        raise _fail(f"sync {object}: {e}; run it again later", 1) from None
+    except Exception as e:  # psycopg / Salesforce / Kafka errors: name the failing side, no traceback
+        raise _fail(f"sync {object} failed: {type(e).__name__}: {e}", 1) from None
+    if json_out:
+        _print_json(report.to_json())
+        return
+    if record is not None:
+        where = ("Salesforce -> PostgreSQL (a snapshot on changes.inbound)" if report.inbound
+                 else "PostgreSQL -> Salesforce (the row into the outbox)")
+        typer.echo(f"sync {object} {', '.join(report.records or [record])}: pushed {where}; "
+                   f"{report.api_calls} Salesforce API call(s)")
+        return
+    table = Table(title=f"sync {object} --all (from {report.source.value})")
+    table.add_column("")
+    table.add_column("records", justify="right")
+    table.add_row("pushed Salesforce -> PostgreSQL", str(report.inbound))
+    table.add_row("pushed PostgreSQL -> Salesforce", str(report.outbound))
+    table.add_row("Salesforce API calls", str(report.api_calls))
+    console.print(table)
+    typer.echo(f"sync {object} --all: pushed {report.inbound + report.outbound} record(s) from "
+               f"{report.source.value}; {report.api_calls} Salesforce API call(s)")
+
+
 @app.command()
 def emulator(
     port: Annotated[int, typer.Option(help="HTTPS port (0 = any free port).")] = 0,
