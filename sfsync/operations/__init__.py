@@ -10,7 +10,11 @@ Use cases over sfsync's own topics, in small modules, each callable with a loade
 - :mod:`sfsync.operations.dlq`: list / show / replay / purge dead letters of every stage;
 - :mod:`sfsync.operations.alerts`: what an alert is about (its cause), which are open, one delivery per
   cause per hour then "resolved", and the consecutive-failure counter the sinks keep;
-- :mod:`sfsync.operations.notify`: the ``notifier`` role, which delivers alerts to a webhook and by email.
+- :mod:`sfsync.operations.notify`: the ``notifier`` role, which delivers alerts to a webhook and by email;
+- :mod:`sfsync.operations.forcesync`: force sync (``sfsync sync``): push a record or every record of an
+  object from one side through the running pipeline;
+- :mod:`sfsync.operations.audit`: the losing changes and ambiguous matches kept in ``sfsync_audit``
+  (``sfsync audit``).
 
 Layering: this package is core. It imports no role. The roles use only the narrow pieces named in
 ``ROLE_API`` below (``tests/test_import_graph.py`` enforces it): the sinks follow the control topic and
