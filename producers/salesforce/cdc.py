@@ -22,14 +22,22 @@ Contract:
   event's transaction): the stream flows again.
 - The streaming client failing (Salesforce unreachable, refused) for longer than a minute raises one
   ``connection_down`` alert (cause ``connection_down:salesforce-producer:salesforce``), resolved once
-  every channel is subscribed again (:class:`sfsync.operations.alerts.DownWatch`).
+  every channel is subscribed again (:class:`sfsync.operations.alerts.DownWatch`). So does a stream that
+  breaks while running, after subscribing: aiocometd-ng would retry its ``/meta/connect`` inside the client
+  and ``receive()`` would only wait, so the consume loop checks the transport's state
+  (:func:`sfsync.salesforce.streaming.stream_lost`: a connect request FAILED, never mere silence: a quiet
+  org sends nothing for hours) and, once the messages already received are handled, raises
+  :class:`~sfsync.salesforce.streaming.StreamLost`: the outage's clock starts, and the producer reconnects
+  with backoff from the committed positions like after any other client failure (nothing lost, even a
+  long-poll answer cut in flight: its events are read again).
 - **In Queue**: with each envelope (in its transaction) the record's In Queue state goes to ``<prefix>.status``
   under ``queued:inbound:<record key>`` (:func:`~producers.salesforce.events.queued_status`; one message per
   record and transaction, its ``updated_ts`` the time the change was read), except for sfsync's own echoes
   (``changeOrigin`` naming ``salesforce.call_options_client``). An envelope dead-lettered instead has none.
 - Parent paths (``Owner.Name``) are resolved for the envelopes of every event, repair and catch-up, and a
   change of a captured parent re-emits its children's updates (:mod:`producers.salesforce.parents`).
-- Network loss: aiocometd-ng keeps reconnecting (``connection_timeout=0``); 401/403 re-authenticate
+- Network loss: a failed ``/meta/connect`` of the open stream is a client failure (above; aiocometd-ng's own
+  retry loop, ``connection_timeout=0``, is left for a new client); 401/403 re-authenticate
   through the authenticator; any other client failure: flush what is processed, reconnect with backoff
   from the committed positions; so is a body that is no CometD answer (a 503 with a REST-style error array,
   refused by :func:`sfsync.salesforce.streaming.loads_cometd`). Nothing is acknowledged to Salesforce:
@@ -102,11 +110,21 @@ from sfsync.operations.alerts import DownWatch, StreakEvent, connection_cause, r
 from sfsync.records import Alert, AlertKind, AlertSeverity, ChangeEvent, Direction, queued_status_key, utcnow
 from sfsync.salesforce.paced import PacedCalls
 from sfsync.salesforce.rest import SalesforceClient
-from sfsync.salesforce.streaming import make_streaming_client
+from sfsync.salesforce.streaming import (
+    StreamLost,
+    close_client,
+    make_streaming_client,
+    stream_lost,
+    transport_state,
+)
 from sfsync.salesforce.values import ObjectTypes
 from sfsync.serde import EncodeError, Serde
 
 log = logging.getLogger("sfsync.producers.salesforce")
+
+#: how long the streaming transport may retry a failed connect on its own before the producer takes it for a
+#: broken stream (a new client, the outage's clock started)
+STREAM_LOST_GRACE_S = 5.0
 
 BATCH_EVENTS = 500
 BATCH_MS = 20
@@ -260,7 +278,8 @@ class CdcProducer:
                     await self._consume(client)
                 except AiosfstreamException as e:
                     self.health.mark("salesforce", False, f"streaming client failed: {type(e).__name__}")
-                    self._connection_down(f"streaming client failed: {type(e).__name__}")
+                    self._connection_down(f"streaming client failed: {type(e).__name__}"
+                                          + (f": {e}" if isinstance(e, StreamLost) else ""))
                     wait = backoff.next()
                     source = process_source()  # refused credentials? the role's config file may have new ones
                     if source is not None and source.changed() and source.renew(self.cfg, "salesforce"):
@@ -272,7 +291,7 @@ class CdcProducer:
                     await _sleep_unless(self.stop, wait)
                 finally:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.close(), 5)
+                        await asyncio.wait_for(close_client(client), 5)
             await self._flush()
         finally:
             if self.producer is not None:
@@ -328,6 +347,7 @@ class CdcProducer:
                 await queue.put(_ReaderError(e))
 
         task = asyncio.create_task(reader())
+        lost_since: float | None = None  # when the transport was first seen retrying a failed connect
         try:
             while not self.stop.is_set():
                 self.health.beat()
@@ -344,6 +364,16 @@ class CdcProducer:
                     raise item.error
                 if item is not None:
                     await self._handle(item)
+                elif queue.empty() and stream_lost(transport_state(client)):
+                    # one slow long-poll (a loaded machine) is retried by aiocometd itself: only a failure that
+                    # lasts STREAM_LOST_GRACE_S makes a new client
+                    lost_since = lost_since if lost_since is not None else time.monotonic()
+                    if time.monotonic() - lost_since >= STREAM_LOST_GRACE_S:
+                        # everything received is handled: flushed by the caller, then resubscribed from there
+                        raise StreamLost("the CometD connection failed while streaming (aiocometd-ng's connect "
+                                         f"request failed; it was retrying it for {STREAM_LOST_GRACE_S:.0f} s)")
+                else:
+                    lost_since = None
                 if self.batch.first_at is not None and (
                     len(self.batch.events) >= self.batch_events
                     or time.monotonic() >= self.batch.first_at + self.batch_ms / 1000

@@ -17,6 +17,15 @@ payload (a JSON array of message objects, each with a ``channel``) refused with 
 a ``TransportError`` it is a stream failure like a lost connection: the client's methods raise the
 library's ``TransportError`` (an ``AiosfstreamException``), the connect loop retries. Call it inside a
 running event loop.
+
+A stream that breaks AFTER ``open()`` never reaches the caller through ``receive()``: with
+``connection_timeout=0`` aiocometd-ng retries its ``/meta/connect`` forever and ``receive()`` just waits.
+The library's own record of that is its transport's state: ``CONNECTING`` once an open transport's connect
+(or re-handshake) request has FAILED (a network error, a timeout, a body that is no CometD answer), back to
+``CONNECTED`` once a request is answered; silence (a quiet org, a held long-poll) never changes it.
+:func:`transport_state` reads it (aiocometd-ng has no public accessor: ``Client._transport``) and
+:func:`stream_lost` (pure) says whether it means the stream is down; the caller raises
+:class:`StreamLost` and reconnects from its committed positions.
 """
 
 from __future__ import annotations
@@ -26,9 +35,11 @@ import ssl
 from collections.abc import MutableMapping
 from typing import Any
 
+from aiocometd_ng.constants import TransportState
 from aiocometd_ng.exceptions import TransportError
 from aiosfstream_ng import Client, ReplayMarker, ReplayMarkerStoragePolicy
 from aiosfstream_ng.auth import AuthenticatorBase
+from aiosfstream_ng.exceptions import TransportError as StreamTransportError
 
 from sfsync.config import SalesforceConfig
 from sfsync.salesforce.auth import AuthenticationFailed, fetch_token
@@ -105,3 +116,42 @@ def make_streaming_client(cfg: SalesforceConfig, replay: MutableMapping[str, Rep
     if context is not None:
         client.ssl = context
     return client
+
+
+class StreamLost(StreamTransportError):
+    """The open stream's connect requests fail (:func:`stream_lost`): raised by the consumer of an open client,
+    an ``AiosfstreamException`` like every other stream failure, so it takes the same reconnect path."""
+
+
+def transport_state(client: Client) -> TransportState | None:
+    """The state of the client's transport; ``None`` before ``open()`` (no transport yet).
+
+    A thin adapter over a private attribute (``Client._transport``, set by ``open()``): aiocometd-ng keeps its
+    connect loop's outcome there and nowhere public."""
+    transport = getattr(client, "_transport", None)
+    state = getattr(transport, "state", None)
+    return state if isinstance(state, TransportState) else None
+
+
+def stream_lost(state: TransportState | None) -> bool:
+    """Whether an OPEN client's transport state says its stream is down: ``CONNECTING`` is only entered after
+    a failed connect or handshake request (aiocometd-ng ``TransportBase._connect_done``) and left when a request
+    is answered. Never true for silence: a long-poll held open without events stays ``CONNECTED``.
+    ``SERVER_DISCONNECTED`` is not counted here: ``receive()`` raises ``ServerError`` for it already."""
+    return state is TransportState.CONNECTING
+
+
+async def close_client(client: Client) -> None:
+    """Close the client without aiocometd-ng's ``Exception in callback TransportBase._connect_done`` ERROR.
+
+    Why: closing cancels the transport's pending connect task, whose done-callback then calls ``result()`` on
+    the cancelled task and lets the ``CancelledError`` escape into asyncio's exception handler (a traceback
+    logged at ERROR on every close: each reconnect after a lost stream, each stop). Detached first, the
+    callback cannot run; at close it has nothing to do anyway (``disconnect()`` sets ``DISCONNECTING``,
+    for which it schedules nothing). Thin adapter over private attributes, each looked up defensively."""
+    transport = getattr(client, "_transport", None)
+    task = getattr(transport, "_connect_task", None)
+    done = getattr(transport, "_connect_done", None)
+    if isinstance(task, asyncio.Future) and done is not None and not task.done():
+        task.remove_done_callback(done)
+    await client.close()

@@ -5,21 +5,34 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
+import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from aiocometd_ng.constants import TransportState
 from aiocometd_ng.exceptions import TransportError as CometdTransportError
 from aiosfstream_ng.exceptions import TransportError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from netproxy import TcpProxy
 
 from sfsync.config import SalesforceConfig
 from sfsync.devstack.emulator import EmulatorHandle
-from sfsync.salesforce.streaming import SfsyncAuthenticator, loads_cometd, make_streaming_client
+from sfsync.salesforce.streaming import (
+    SfsyncAuthenticator,
+    close_client,
+    loads_cometd,
+    make_streaming_client,
+    stream_lost,
+    transport_state,
+)
 
 
 def _key_and_cert(tmp: Path) -> tuple[Path, str]:
@@ -117,3 +130,57 @@ def test_loads_cometd_keeps_numbers_exact() -> None:
     assert payload == [{"channel": "/data/X", "data": {"payload": {"Amount": Decimal("12.30"), "N": 7}}}]
     assert isinstance(payload[0]["data"]["payload"]["Amount"], Decimal)
     assert loads_cometd("[]") == []
+
+
+async def _until(what: str, check: Callable[[], bool], guard: float = 30.0) -> None:
+    """Wait for ``check`` (a hang guard only, never a bound asserted)."""
+    deadline = time.monotonic() + guard
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_the_transport_state_tells_a_broken_stream_from_a_quiet_one(
+        org: EmulatorHandle, caplog: pytest.LogCaptureFixture) -> None:
+    """An open, subscribed client reaching the emulator through a TCP proxy: quiet (long-polls answered
+    without events) it is not lost; the proxy cut, its connect requests fail and ``stream_lost`` says so
+    (``receive()`` would only wait: ``connection_timeout=0``); restored, aiocometd-ng's own retry is answered
+    and it is not lost any more. ``close_client`` while a connect is pending logs no asyncio ERROR
+    (``client.close()`` does: ``Exception in callback TransportBase._connect_done``)."""
+    org.control.config(connect_timeout_ms=300)
+    url = urlsplit(org.url)
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 443)
+    cfg = SalesforceConfig.model_validate({
+        "login_url": f"https://127.0.0.1:{proxy.port}", "ca_bundle": str(org.ca_path),
+        "auth": {"flow": "password", "client_id": "sfsync", "client_secret": "secret",
+                 "username": org.username, "password": org.password}})
+    client = make_streaming_client(cfg, {})
+    assert transport_state(client) is None and not stream_lost(None)
+    try:
+        await client.open()
+        await client.subscribe("/data/AccountChangeEvent")
+        await asyncio.sleep(1.5)  # several long-polls end without an event: silence
+        assert transport_state(client) is TransportState.CONNECTED and not stream_lost(transport_state(client))
+
+        proxy.cut()
+        await _until("the lost stream seen", lambda: stream_lost(transport_state(client)))
+        proxy.restore()
+        await _until("the stream back", lambda: transport_state(client) is TransportState.CONNECTED)
+
+        proxy.cut()
+        await _until("lost again", lambda: stream_lost(transport_state(client)))
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            await close_client(client)
+        assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+        assert client.closed
+    finally:
+        if not client.closed:
+            await client.close()
+        proxy.close()
+
+
+@pytest.mark.parametrize("state", list(TransportState))
+def test_only_a_failed_connect_means_the_stream_is_lost(state: TransportState) -> None:
+    assert stream_lost(state) is (state is TransportState.CONNECTING)
