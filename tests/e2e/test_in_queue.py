@@ -10,6 +10,7 @@ sfsync's own Salesforce write gets no In Queue state.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -84,9 +85,17 @@ def test_outbound_changes_are_in_queue_while_paused_then_succeed(pipeline_factor
         assert {s.local_key for s in queued.values()} == {str(i) for i in ids}
         found = statuses(p)
         assert [k for k in keys if status_key(Direction.OUTBOUND, k) in found] == []  # paused: no outcome yet
+        # what an operator sees: `sfsync queue --state in_queue` lists every waiting record, by its local key
+        text = cli(p, "queue", "--state", "in_queue", "--direction", "outbound")
+        assert "sync queue (5 row(s))" in text and text.count("In Queue") == 5, text
+        for i in ids:
+            assert f"outbound:Contact:local:{i}" in text, text
         cli(p, "resume", "outbound")
         p.wait_until(lambda: succeeded_after(p, Direction.OUTBOUND, queued), ARRIVE_S,
                      "Success after the In Queue state, for every record", interval=0.5)
+        rows = {r["queue_id"]: r for r in json.loads(cli(p, "queue", "--direction", "outbound", "--json"))}
+        assert {rows[f"outbound:{k}"]["sync_status"] for k in keys} == {"success"}
+        assert json.loads(cli(p, "queue", "--state", "in_queue", "--direction", "outbound", "--json")) == []
         names = {r["LastName"] for r in p.sf().query_all("select LastName from Contact")["records"]}
         assert {f"queued-{g}" for g in range(1, 6)} <= names
     finally:
