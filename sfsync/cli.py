@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sfsync.cli_audit import register as register_audit
 from sfsync.config import ConfigError, SfsyncConfig, load_config, read_yaml, resolve_config_path
 from sfsync.signals import stop_on_signals
 
@@ -30,6 +31,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 mapping_app = typer.Typer(no_args_is_help=True, help="Check the mapping against the org and the database.")
 app.add_typer(mapping_app, name="mapping")
+register_audit(app)
 
 console = Console()
 
@@ -266,7 +268,8 @@ def schema_init(
 def schema_drop(
     config: ConfigOpt = None,
     outbox: Annotated[bool, typer.Option(
-        "--outbox", help="Also drop the outbox, its archive and the field version store.")] = False,
+        "--outbox", help="Also drop sfsync's own tables: the outbox, its archive, the field version store, "
+                    "the unlinked rows and the audit.")] = False,
 ) -> None:
     """Remove sfsync's triggers and functions (never user tables)."""
     import psycopg

@@ -273,3 +273,48 @@ def test_good_filters_and_the_default_email_field() -> None:
     assert email is not None and email.column == "email"
     assert flt.exclusions.domains == {"example.org"} and not flt.empty
     assert build_config(_filtered()).objects["Contact"].filters.empty
+
+
+# ------------------------------------------------------------------ processor (the records Table's store)
+
+
+@pytest.mark.parametrize(("processor", "expected"), [
+    ({"store": "redis"}, "processor.store: must be one of rocksdb, memory"),
+    ({"data_dir": ""}, "processor.data_dir: must be a directory path"),
+    ({"cache_mb": 4}, "processor.cache_mb: must be >= 8"),
+    ({"write_buffer_mb": 0}, "processor.write_buffer_mb: must be >= 1"),
+    ({"datadir": "/var/lib/sfsync"}, "processor.datadir: unknown key"),
+])
+def test_bad_processor_settings_name_their_key(processor: dict[str, Any], expected: str) -> None:
+    assert expected in problems({**valid(), "processor": processor})
+
+
+def test_the_processor_keeps_its_state_in_rocksdb_by_default(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from processors.store import store_settings
+
+    monkeypatch.chdir(tmp_path)  # the default data_dir is relative to the working directory
+    cfg = build_config(valid())
+    assert (cfg.processor.store, cfg.processor.data_dir) == ("rocksdb", ".sfsync/processor")
+    assert store_settings(cfg) == {"store": "sfsync-rocksdb://?cache_mb=64&write_buffer_mb=8",
+                                   "datadir": str(tmp_path / ".sfsync" / "processor" / "sfsync-processor" / "worker-0")}
+
+
+def test_the_processor_store_can_be_set_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    from processors.store import store_settings
+
+    monkeypatch.setenv("SFSYNC_PROCESSOR__STORE", "memory")
+    monkeypatch.setenv("SFSYNC_PROCESSOR__DATA_DIR", str(tmp_path))
+    settings = store_settings(build_config(valid()))
+    assert settings == {"store": "memory://", "datadir": str(tmp_path / "sfsync-processor")}
+
+
+def test_config_check_cli_rejects_an_unknown_processor_store(tmp_path: Path) -> None:
+    data = _all_secret_config()
+    data["processor"] = {"store": "redis"}
+    path = tmp_path / "sfsync.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 2
+    assert "processor.store: must be one of rocksdb, memory" in result.output

@@ -1,5 +1,6 @@
 """Sync state on the record itself (issue 12): the compacted status topic -> ``objects.<Name>.sync_state``
-columns of the local row.
+columns of the local row; and the audit of losing changes (issue 11) -> ``<schema>.sfsync_audit``
+(:mod:`consumers.postgres.audit`).
 
 Contract:
 
@@ -7,9 +8,10 @@ Contract:
   (``<prefix>-postgres-state-sink``: it commits its own offsets, from the earliest on first start) and
   runs inside the PostgreSQL sink process (:func:`run_postgres_sink`), on a thread of its own: the
   role that already holds the database connection settings, the tables and the origin marker; no new
-  role, deployment or readiness surface.
+  role, deployment or readiness surface. It always runs (the audit needs no config); the columns only for
+  objects with ``sync_state``.
 - Both directions' outcomes land on the row: ``status_column`` = the state's name (``success``,
-  ``failed``, ``in_queue``, ``conflict``, ``filtered``, ``ambiguous``, ``superseded``),
+  ``failed``, ``conflict``, ``filtered``, ``ambiguous``, ``superseded``),
   ``status_at_column`` = the status record's ``updated_ts``, ``error_column`` = its last error (first line
   kept whole, whitespace collapsed, cut to ``error_max_length``; null on success), ``synced_at_column`` =
   the attempt time of a success (unchanged by any other state).
@@ -17,6 +19,12 @@ Contract:
   guard), so an older status never replaces a newer one, whatever partition, replica or restart it
   comes from; a batch is collapsed to the newest status per row first (:func:`collapse`). Writing the
   same status again changes nothing: idempotent, at-least-once is enough.
+- **Outcomes, not the queue**: a status under an In Queue key (``queued:…``,
+  :func:`sfsync.records.queued_status_key`) is never written on the row: the columns show what became of
+  the record's last change, ``sfsync queue`` shows what is waiting (:func:`outcomes`).
+- **Audit**: each Conflict and Ambiguous status of the batch is appended to ``sfsync_audit`` in the same
+  transaction (:func:`consumers.postgres.audit.audit_entries`, idempotent); rows past
+  ``operations.audit_retention_days`` are deleted at most hourly, in a batch's transaction.
 - The row is found by its local key when the status names one, else by its sfid; a status whose row
   does not exist (yet, or any more) changes nothing (the record's next status will).
 - Every write is an sfsync write (``set_config('sfsync.origin', 'sfsync', true)``): the capture trigger
@@ -40,6 +48,15 @@ from confluent_kafka import Consumer, Message
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from consumers.postgres.audit import (
+    AuditEntry,
+    PruneSchedule,
+    audit_entries,
+    insert_entries,
+    is_queued,
+    prune,
+    retention_cutoff,
+)
 from sfsync.config import SfsyncConfig
 from sfsync.config.mapping import SyncStateColumns
 from sfsync.database.capture import ORIGIN_MARKER, ORIGIN_SETTING
@@ -47,7 +64,7 @@ from sfsync.database.connect import connect
 from sfsync.health import Health
 from sfsync.kafka.clients import commit_messages, make_consumer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import RecordStatus, SyncState
+from sfsync.records import RecordStatus, SyncState, utcnow
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink.postgres.syncstate")
@@ -135,6 +152,12 @@ def collapse(statuses: Iterable[RecordStatus], by_object: Mapping[str, StateTarg
     return list(newest.values())
 
 
+def outcomes(statuses: Iterable[tuple[str | None, RecordStatus]]) -> list[RecordStatus]:
+    """The statuses the sync-state columns show, from ``(message key, status)`` pairs: the In Queue keys
+    (``queued:…``) are left out: the columns show outcomes, not the queue."""
+    return [status for key, status in statuses if not is_queued(key)]
+
+
 def row_json(row: StateRow) -> dict[str, object]:
     return {"k": row.local_key, "s": row.sfid, "status": row.status, "at": row.at.isoformat(),
             "error": row.error, "synced": row.synced_at.isoformat() if row.synced_at else None}
@@ -166,36 +189,62 @@ def update_statement(target: StateTarget, by_key: bool) -> sql.Composed:
     ).format(t=t, sets=sql.SQL(", ").join(sets), match=match, at=at)
 
 
-def write_rows(conn: psycopg.Connection, by_object: Mapping[str, StateTarget], rows: list[StateRow]) -> int:
-    """Write ``rows`` in one sfsync transaction (origin marker set); the number of rows changed."""
+def _update_rows(conn: psycopg.Connection, by_object: Mapping[str, StateTarget], rows: list[StateRow]) -> int:
     changed = 0
-    with conn.transaction():
-        conn.execute("SELECT set_config(%s, %s, true)", (ORIGIN_SETTING, ORIGIN_MARKER))
-        groups: dict[tuple[str, bool], list[dict[str, object]]] = {}
-        for row in rows:
-            groups.setdefault((row.object, row.local_key is not None), []).append(row_json(row))
-        for (name, by_key), docs in groups.items():
-            cur = conn.execute(update_statement(by_object[name], by_key), (Jsonb(docs),))
-            changed += max(cur.rowcount, 0)
+    groups: dict[tuple[str, bool], list[dict[str, object]]] = {}
+    for row in rows:
+        groups.setdefault((row.object, row.local_key is not None), []).append(row_json(row))
+    for (name, by_key), docs in groups.items():
+        cur = conn.execute(update_statement(by_object[name], by_key), (Jsonb(docs),))
+        changed += max(cur.rowcount, 0)
     return changed
 
 
-class SyncStateFollower:
-    """Follows the status topic and keeps the ``sync_state`` columns current (module contract)."""
+def write_rows(conn: psycopg.Connection, by_object: Mapping[str, StateTarget], rows: list[StateRow]) -> int:
+    """Write ``rows`` in one sfsync transaction (origin marker set); the number of rows changed."""
+    with conn.transaction():
+        conn.execute("SELECT set_config(%s, %s, true)", (ORIGIN_SETTING, ORIGIN_MARKER))
+        return _update_rows(conn, by_object, rows)
 
-    def __init__(self, cfg: SfsyncConfig, *, retry_after: float = 2.0, poll_s: float = 0.5) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one batch's transaction did."""
+
+    rows: int
+    audited: int
+    pruned: int
+
+
+def write_batch(conn: psycopg.Connection, schema: str, by_object: Mapping[str, StateTarget], rows: list[StateRow],
+                entries: list[AuditEntry], prune_before: datetime | None = None) -> Written:
+    """One sfsync transaction (origin marker set): the sync-state ``rows``, the audit ``entries``, and, when
+    ``prune_before`` is given, the deletion of audit rows older than it."""
+    with conn.transaction():
+        conn.execute("SELECT set_config(%s, %s, true)", (ORIGIN_SETTING, ORIGIN_MARKER))
+        changed = _update_rows(conn, by_object, rows)
+        audited = insert_entries(conn, schema, entries)
+        pruned = prune(conn, schema, prune_before) if prune_before is not None else 0
+    return Written(changed, audited, pruned)
+
+
+class SyncStateFollower:
+    """Follows the status topic: keeps the ``sync_state`` columns current and appends the audit (module
+    contract)."""
+
+    def __init__(self, cfg: SfsyncConfig, *, retry_after: float = 2.0, poll_s: float = 0.5,
+                 schedule: PruneSchedule | None = None) -> None:
         self.cfg = cfg
         self.targets = targets(cfg)
         self.names = TopicNames(cfg.kafka.topic_prefix)
         self.serde = Serde.from_config(cfg.kafka)
         self.retry_after = retry_after
         self.poll_s = poll_s
+        self.schedule = schedule or PruneSchedule()
         self.written = 0
+        self.audited = 0
+        self.pruned = 0
         self._conn: psycopg.Connection | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.targets)
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``: consume, write, commit."""
@@ -204,39 +253,56 @@ class SyncStateFollower:
             consumer.subscribe([self.names.status])
             while not stop.is_set():
                 messages = [m for m in consumer.consume(BATCH, self.poll_s) if m.error() is None]
-                if messages and self._write_until_done(messages, stop):
+                if (messages or self.schedule.due()) and self._write_until_done(messages, stop) and messages:
                     commit_messages(consumer, messages)
         finally:
             consumer.close()
             self.close()
 
-    def _decode(self, messages: list[Message]) -> list[RecordStatus]:
-        found: list[RecordStatus] = []
+    def _decode(self, messages: list[Message]) -> list[tuple[str | None, RecordStatus]]:
+        """``(message key, status)`` of each message (tombstones and undecodable ones skipped)."""
+        found: list[tuple[str | None, RecordStatus]] = []
         for m in messages:
             raw = m.value()
             if raw is None:
                 continue
             try:
-                found.append(self.serde.decode(raw, RecordStatus, self.names.status))
+                status = self.serde.decode(raw, RecordStatus, self.names.status)
             except DecodeError as e:
                 log.warning("status at %s[%s]@%s skipped: %s", m.topic(), m.partition(), m.offset(), e)
+                continue
+            key = m.key()
+            found.append((key.decode(errors="replace") if isinstance(key, bytes) else key, status))
         return found
 
     def _write_until_done(self, messages: list[Message], stop: threading.Event) -> bool:
-        rows = collapse(self._decode(messages), self.targets)
-        if not rows:
+        """Write the batch (and prune, when due) until it is written or ``stop``; True when written."""
+        decoded = self._decode(messages)
+        rows = collapse(outcomes(decoded), self.targets)
+        days = self.cfg.operations.audit_retention_days
+        entries = audit_entries(decoded, cutoff=retention_cutoff(utcnow(), days))
+        pruning = self.schedule.due()
+        if not rows and not entries and not pruning:
             return True
         down = False
         while not stop.is_set():
             try:
-                self.written += write_rows(self._connection(), self.targets, rows)
+                done = write_batch(self._connection(), self.cfg.postgres.schema_name, self.targets, rows, entries,
+                                   retention_cutoff(utcnow(), days) if pruning else None)
+                self.written += done.rows
+                self.audited += done.audited
+                self.pruned += done.pruned
+                if pruning:
+                    self.schedule.done()
+                    if done.pruned:
+                        log.info("audit: %d row(s) older than %d day(s) deleted", done.pruned, days)
                 if down:
-                    log.info("sync-state columns written again")
+                    log.info("sync-state columns and audit written again")
                 return True
             except psycopg.Error as e:
                 self.close()
                 if not down:
-                    log.warning("sync-state columns not written (retried every %.0f s): SQLSTATE %s %s",
+                    log.warning("sync-state columns / audit not written (retried every %.0f s): SQLSTATE %s %s",
                                 self.retry_after, e.sqlstate or "-", type(e).__name__)
                 down = True
                 stop.wait(self.retry_after)
@@ -254,28 +320,26 @@ class SyncStateFollower:
 
 
 def run_postgres_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
-    """The ``postgres-sink`` role: the sink runner, plus the sync-state follower on a thread of its own when
-    any object has ``sync_state`` (it stops with the role)."""
+    """The ``postgres-sink`` role: the sink runner, plus the status follower (sync-state columns, audit) on
+    a thread of its own (it stops with the role)."""
     from consumers.postgres.sink import PostgresSink
     from consumers.runner import SinkRunner
 
     follower = SyncStateFollower(cfg)
-    thread: threading.Thread | None = None
     done = threading.Event()
-    if follower.enabled:
-        def follow() -> None:
-            while not done.is_set():
-                try:
-                    follower.run(done)
-                except Exception:  # the follower must never take the sink down; it starts again
-                    log.exception("sync-state follower failed; restarting in %.0f s", follower.retry_after)
-                    done.wait(follower.retry_after)
 
-        thread = threading.Thread(target=follow, name="sync-state", daemon=True)
-        thread.start()
+    def follow() -> None:
+        while not done.is_set():
+            try:
+                follower.run(done)
+            except Exception:  # the follower must never take the sink down; it starts again
+                log.exception("status follower failed; restarting in %.0f s", follower.retry_after)
+                done.wait(follower.retry_after)
+
+    thread = threading.Thread(target=follow, name="sync-state", daemon=True)
+    thread.start()
     try:
         SinkRunner(cfg, PostgresSink(cfg), health=health).run(stop)
     finally:
         done.set()
-        if thread is not None:
-            thread.join(30)
+        thread.join(30)

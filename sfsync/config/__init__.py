@@ -19,7 +19,7 @@ Import every name from this package; the modules are its layout:
 - :mod:`sfsync.config.connections`: Kafka (incl. schema registry), Salesforce
   and PostgreSQL connection and auth settings.
 - :mod:`sfsync.config.mapping`: the mapping language (``objects``).
-- :mod:`sfsync.config.runtime`: retry tiers, alerts, sink batching.
+- :mod:`sfsync.config.runtime`: retry tiers, alerts, sink batching, the processor's state store.
 - :mod:`sfsync.config.loading`: the root :class:`SfsyncConfig`, YAML loading,
   env overrides, and key-path error reports.
 """
@@ -64,6 +64,7 @@ from sfsync.config.runtime import (
     EmailAlerts,
     HealthConfig,
     OperationsConfig,
+    ProcessorConfig,
     RetryConfig,
     RetryTier,
     SinkConfig,
@@ -90,6 +91,7 @@ __all__ = [
     "ObjectMapping",
     "OperationsConfig",
     "PostgresConfig",
+    "ProcessorConfig",
     "RecordFilters",
     "RetryConfig",
     "RetryTier",

@@ -27,7 +27,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sfsync.config._base import _KeyError
 from sfsync.config.connections import KafkaConfig, PostgresConfig, SalesforceConfig, redact_dsn
 from sfsync.config.mapping import ObjectMapping, check_object_names, check_references
-from sfsync.config.runtime import AlertsConfig, HealthConfig, OperationsConfig, RetryConfig, SinksConfig
+from sfsync.config.runtime import (
+    AlertsConfig,
+    HealthConfig,
+    OperationsConfig,
+    ProcessorConfig,
+    RetryConfig,
+    SinksConfig,
+)
 
 DEFAULT_CONFIG_PATH = Path("sfsync.yaml")
 CONFIG_ENV_VAR = "SFSYNC_CONFIG"
@@ -52,6 +59,7 @@ class SfsyncConfig(BaseSettings):
     sinks: SinksConfig = Field(default_factory=lambda: SinksConfig())
     health: HealthConfig = Field(default_factory=lambda: HealthConfig())
     operations: OperationsConfig = Field(default_factory=lambda: OperationsConfig())
+    processor: ProcessorConfig = Field(default_factory=lambda: ProcessorConfig())
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,4 @@
-"""Operational settings: retry tiers, alerting, sink batching, health probes.
+"""Operational settings: retry tiers, alerting, sink batching, health probes, the processor's state store.
 
 Contract:
 - Retry tier names become part of topic names, so they are lower-case
@@ -11,7 +11,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -100,6 +100,9 @@ class OperationsConfig(_Strict):
 
     #: ``sfsync status``'s daily counts reset at midnight in this IANA time zone
     time_zone: str = "UTC"
+    #: rows of ``<schema>.sfsync_audit`` (losing changes, ambiguous matches) older than this many days (by the
+    #: status's time) are deleted by the postgres-sink's status follower, at most hourly (docs/conflicts.md)
+    audit_retention_days: int = Field(90, ge=1, le=36_500)
 
     @field_validator("time_zone")
     @classmethod
@@ -133,4 +136,35 @@ class SinksConfig(_Strict):
     def _sf_batch(cls, v: SinkConfig) -> SinkConfig:
         if v.batch_size > 200:
             raise ValueError("batch_size is at most 200 (the sObject Collections limit)")
+        return v
+
+
+class ProcessorConfig(_Strict):
+    """Where the processor keeps its per-record state, the ``records`` Table (:mod:`processors.store`).
+
+    ``store: rocksdb`` (the default): on local disk, one RocksDB database per partition under
+    ``data_dir/<processor group>/``. A restarted worker finds its records there and reads only what the
+    changelog holds beyond them; memory stays bounded by ``cache_mb`` plus ``write_buffer_mb`` (twice) per
+    partition the worker holds, however many records there are. ``store: memory``: every record in the
+    worker's memory (RSS grows with the record count) and rebuilt from the changelog topic at every start:
+    for tests and short-lived experiments only.
+
+    ``data_dir`` is a directory the worker may create and write; a relative path is taken from the worker's
+    working directory. Workers on one machine may share it (each process claims its own ``worker-<n>``
+    slot in it). Losing it loses nothing: the changelog topic stays the durable copy, a worker without
+    files recovers from it.
+    """
+
+    store: Literal["rocksdb", "memory"] = "rocksdb"
+    data_dir: str = ".sfsync/processor"
+    #: RocksDB block cache of the worker's open partitions together (read cache: bounded, evicted LRU)
+    cache_mb: int = Field(64, ge=8, le=65_536)
+    #: RocksDB write buffer (memtable) of one partition; up to two per partition are in memory
+    write_buffer_mb: int = Field(8, ge=1, le=1024)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if "\0" in v or not v.strip():
+            raise ValueError("must be a directory path")
         return v

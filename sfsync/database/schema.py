@@ -5,7 +5,7 @@ two thin adapters that apply it:
 
 - :func:`install` / :func:`init_schema` — in ONE transaction (all or nothing):
   create ``postgres.schema`` if missing, the outbox table and its archive, the
-  field version store,
+  field version store, the unlinked-rows memory, the audit table (:data:`AUDIT_TABLE`),
   demo tables (``demo=True``), check every mapped table (exists, has the local
   key, the sfid column with a unique index, every mapped column), then
   ``CREATE OR REPLACE`` each mapped table's capture function and recreate its
@@ -14,8 +14,8 @@ two thin adapters that apply it:
   mapping change it converges to the new mapping. A problem with a mapped
   table raises :class:`SchemaError` listing every problem, and nothing changes.
 - :func:`uninstall` / :func:`drop_schema` — remove every capture trigger and
-  function sfsync installed in the schema (never a user table); the outbox and
-  its archive only with ``drop_outbox=True``.
+  function sfsync installed in the schema (never a user table); sfsync's own
+  tables (outbox, archive, versions, unlinked, audit) only with ``drop_outbox=True``.
 
 Concurrent runs are serialised by a transaction-scoped advisory lock.
 """
@@ -134,6 +134,43 @@ def render_unlinked(schema: str) -> sql.Composed:
   PRIMARY KEY (object, sfid)
 )"""
     ).format(t=sql.Identifier(schema, UNLINKED_TABLE))
+
+
+#: Every losing change and ambiguous first-sync match, appended from the status topic by the PostgreSQL sink's
+#: status follower (``consumers/postgres/audit.py``): the compacted status topic keeps only a record's latest
+#: state, this table keeps each one (for ``operations.audit_retention_days``). Read by ``sfsync audit``.
+AUDIT_TABLE = "sfsync_audit"
+
+
+def render_audit(schema: str) -> list[sql.Composed]:
+    """``CREATE TABLE/INDEX IF NOT EXISTS`` of the audit table (see :data:`AUDIT_TABLE`).
+
+    ``(status_key, updated_ts)`` is unique: a status read twice (a redelivery, a follower restarted before
+    its commit) is inserted once (``ON CONFLICT DO NOTHING``). ``updated_ts`` is the status's own time, the
+    one retention and ``sfsync audit --since`` use; ``recorded_at`` when the follower wrote the row."""
+    t = sql.Identifier(schema, AUDIT_TABLE)
+    return [
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {t} (
+  id bigserial PRIMARY KEY,
+  recorded_at timestamptz NOT NULL DEFAULT now(),
+  object text NOT NULL,
+  direction text NOT NULL,
+  record_key text NOT NULL,
+  sfid text,
+  local_key text,
+  state text NOT NULL,
+  detail text,
+  updated_ts timestamptz NOT NULL,
+  status_key text NOT NULL,
+  UNIQUE (status_key, updated_ts)
+)"""
+        ).format(t=t),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (updated_ts)").format(
+            i=sql.Identifier(f"{AUDIT_TABLE}_updated_ts"), t=t),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (object, record_key)").format(
+            i=sql.Identifier(f"{AUDIT_TABLE}_record"), t=t),
+    ]
 
 
 def render_archive(schema: str, outbox_table: str) -> list[sql.Composed]:
@@ -332,7 +369,8 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
         own = ((outbox, [render_outbox(schema, outbox), render_seen_versions_column(schema, outbox)]),
                (archive, [*render_archive(schema, outbox), render_seen_versions_column(schema, archive)]),
                (VERSIONS_TABLE, [render_versions(schema)]),
-               (UNLINKED_TABLE, [render_unlinked(schema)]))
+               (UNLINKED_TABLE, [render_unlinked(schema)]),
+               (AUDIT_TABLE, render_audit(schema)))
         for table, statements in own:
             existed = _exists(conn, schema, table)
             for stmt in statements:
@@ -372,8 +410,8 @@ def install(conn: psycopg.Connection, cfg: SfsyncConfig, demo: bool = False) -> 
 def uninstall(conn: psycopg.Connection, cfg: SfsyncConfig, drop_outbox: bool = False) -> list[str]:
     """Remove sfsync's triggers and functions from the schema in one transaction; return what was done.
 
-    User tables are never dropped; the outbox, its archive and the field version store only with
-    ``drop_outbox``.
+    User tables are never dropped; sfsync's own tables (the outbox, its archive, the field version store, the
+    unlinked-rows memory, the audit table) only with ``drop_outbox``.
     """
     schema = cfg.postgres.schema_name
     done: list[str] = []
@@ -389,7 +427,7 @@ def uninstall(conn: psycopg.Connection, cfg: SfsyncConfig, drop_outbox: bool = F
             done.append(f"removed function {schema}.{fn}")
         if drop_outbox:
             for table in (cfg.postgres.outbox_table, archive_table_name(cfg.postgres.outbox_table), VERSIONS_TABLE,
-                          UNLINKED_TABLE):
+                          UNLINKED_TABLE, AUDIT_TABLE):
                 if _exists(conn, schema, table):
                     conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, table)))
                     done.append(f"dropped table {schema}.{table}")

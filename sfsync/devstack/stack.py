@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,11 @@ class DevStack:
                 "url": self.emulator.url, "ca": str(self.emulator.ca_path), "username": USERNAME,
                 "password": PASSWORD}})
             raw = effective_config(self.base_config, endpoints)
+            # the processor's RocksDB files live here, and start empty like the embedded broker: state of an
+            # earlier run would describe records this run's changelog never had
+            processor_dir = self.state_dir / "processor"
+            shutil.rmtree(processor_dir, ignore_errors=True)
+            raw["processor"] = {**raw.get("processor", {}), "data_dir": str(processor_dir)}
             self.config = build_config(raw, "dev stack config")
             self.topic_reports = apply_topics(self.config)
             self._write(self.config_path, yaml.safe_dump(raw, sort_keys=False))

@@ -11,7 +11,7 @@ from psycopg import sql
 from sfsync.config import SfsyncConfig
 from sfsync.database import ORIGIN_MARKER, SchemaError, drop_schema, init_schema
 from sfsync.database.capture import capture_spec, function_name, render_capture_function
-from sfsync.database.schema import UNLINKED_TABLE, VERSIONS_TABLE, archive_table_name
+from sfsync.database.schema import AUDIT_TABLE, UNLINKED_TABLE, VERSIONS_TABLE, archive_table_name
 from sfsync.database.testing import DEMO_OBJECTS, make_config
 
 
@@ -59,7 +59,7 @@ def test_init_twice_gives_the_same_state(cfg: SfsyncConfig, postgres_dsn: str, s
     assert {name for name, _ in before["functions"]} == {function_name(t) for t in ("accounts", "contacts", "cases")}
     tables = {t for t, *_ in before["columns"]}
     assert tables == {"accounts", "contacts", "cases", "sfsync_outbox", archive_table_name("sfsync_outbox"),
-                      VERSIONS_TABLE, UNLINKED_TABLE}
+                      VERSIONS_TABLE, UNLINKED_TABLE, AUDIT_TABLE}
 
 
 def test_trigger_fires_only_when_an_outbound_column_changes(postgres_dsn: str, schema: str) -> None:
@@ -155,7 +155,7 @@ def test_mapping_change_converges_and_drop_removes_only_sfsync_objects(
         assert after["triggers"] == [] and after["functions"] == []
         assert {t for t, *_ in after["columns"]} == {"accounts", "contacts", "cases", "sfsync_outbox",
                                                       archive_table_name("sfsync_outbox"), VERSIONS_TABLE,
-                                                      UNLINKED_TABLE}
+                                                      UNLINKED_TABLE, AUDIT_TABLE}
         conn.execute(f"INSERT INTO {schema}.accounts (name) VALUES ('after drop')")
         assert len(outbox(conn, cfg)) == 2
     drop_schema(cfg, drop_outbox=True)
@@ -219,3 +219,20 @@ def test_function_names_and_rendering_are_pure() -> None:
         "table": "wide", "fields": [{"column": f"c{i}", "field": f"F{i}"} for i in range(120)]}})
     wide_text = render_capture_function(capture_spec("s", wide.objects["Wide"]), "o", "o").as_string(None)
     assert wide_text.count("jsonb_build_object(") == 1 + 3  # delete keys + 122 pairs in 3 calls
+
+
+def test_the_audit_table_keeps_each_status_once(cfg: SfsyncConfig, postgres_dsn: str, schema: str) -> None:
+    assert f"created table {schema}.{AUDIT_TABLE}" in init_schema(cfg, demo=True)
+    insert = (f"INSERT INTO {schema}.{AUDIT_TABLE} (object, direction, record_key, state, detail, updated_ts, "
+              "status_key) VALUES ('Contact', 'outbound', 'Contact:003A', 'conflict', %s, %s, "
+              "'outbound:Contact:003A') ON CONFLICT (status_key, updated_ts) DO NOTHING")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for detail, at in (("first", "2026-12-03T07:00Z"), ("again", "2026-12-03T07:00Z"),
+                           ("second", "2026-12-03T07:01Z")):
+            conn.execute(insert, (detail, at))
+        rows = conn.execute(f"SELECT detail, recorded_at IS NOT NULL FROM {schema}.{AUDIT_TABLE} ORDER BY id")
+        assert rows.fetchall() == [("first", True), ("second", True)]
+        indexes = {name for name, _ in snapshot(conn, schema)["indexes"]}
+    assert {f"{AUDIT_TABLE}_updated_ts", f"{AUDIT_TABLE}_record"} <= indexes
+    assert f"kept table {schema}.{AUDIT_TABLE}" in init_schema(cfg, demo=True)
+    assert f"dropped table {schema}.{AUDIT_TABLE}" in drop_schema(cfg, drop_outbox=True)
