@@ -110,8 +110,9 @@ def processor_settings(config_path: Path) -> tuple[dict[str, Any], int]:
 
 
 def build_relay(app_id: str, bootstrap: str, source: str, target: str, partitions: int,
-                settings: dict[str, Any], fetch_wait_ms: int) -> faust.App:
-    """The relay app: one agent, ``source`` -> ``target``, keys and values as raw bytes."""
+                settings: dict[str, Any], fetch_wait_ms: int, datadir: Path | None = None) -> faust.App:
+    """The relay app: one agent, ``source`` -> ``target``, keys and values as raw bytes. ``datadir``: faust's
+    data directory (its default is ``<app id>-data`` in the working directory)."""
     drivers.TRANSPORTS.aliases["benchrelay"] = f"{__name__}:RelayTransport"
     app = faust.App(
         app_id,
@@ -121,6 +122,7 @@ def build_relay(app_id: str, bootstrap: str, source: str, target: str, partition
         value_serializer="raw",
         store="memory://",
         web_enabled=False,
+        **({"datadir": str(datadir)} if datadir is not None else {}),
         **settings,
     )
     setattr(app, FETCH_WAIT_ATTRIBUTE, fetch_wait_ms)
@@ -155,7 +157,7 @@ def main() -> None:
     uvloop = use_uvloop()
     settings, fetch_wait_ms = processor_settings(args.config)
     app = build_relay(args.app_id, args.bootstrap, args.source, args.target, args.partitions, settings,
-                      fetch_wait_ms)
+                      fetch_wait_ms, args.stats.parent / f"{args.app_id}-data")  # in the run's state directory
     used = {**{k: repr(v) for k, v in settings.items()}, "fetch_max_wait_ms": fetch_wait_ms, "uvloop": uvloop}
 
     def write_stats() -> None:

@@ -43,6 +43,7 @@ from stack import (
     Landed,
     PeakRss,
     PySpy,
+    add_hops,
     add_relay_commits,
     broker_pass_through,
     cpu_seconds,
@@ -50,20 +51,24 @@ from stack import (
     cpu_us_per_record,
     db,
     faust_relay,
+    kafka_time,
     log_size,
     percentiles,
+    processor_total,
     profile_summary,
+    read_from,
     start_stack,
     stop_stack,
     timer_overlaps,
+    topic_ends,
     wait_idle,
     wait_until,
 )
 
 from sfsync.devstack.stack import DevStack
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent
-from sfsync.serde import Serde
+from sfsync.records import ApplyCommand, ChangeEvent, RecordStatus, SyncState
+from sfsync.serde import DecodeError, Serde
 
 #: the roles ``--py-spy`` profiles (run 1, bulk phase)
 PROFILED = ("salesforce-producer", "processor", "postgres-sink")
@@ -85,7 +90,7 @@ class Session:
 
 def open_session(args: argparse.Namespace) -> Session:
     """Start the stack, wait for the pipeline to deliver a canary, seed the accounts the runs update."""
-    stack = start_stack()
+    stack = start_stack(args.workers)
     try:
         assert stack.emulator is not None
         sf = stack.emulator.salesforce()
@@ -116,9 +121,12 @@ def main() -> None:
     ap.add_argument("--trickle-seconds", type=float, default=10.0)
     ap.add_argument("--py-spy", metavar="PATH", help="profile the direction's roles in run 1's bulk phase with "
                     "this py-spy executable and print where their time goes")
+    ap.add_argument("--workers", type=int, default=1, help="processor workers (one group sharing the partitions)")
     ap.add_argument("--reuse-stack", action="store_true",
                     help="run every run on one stack start (quicker, but the embedded broker slows down run after run)")
     args = ap.parse_args()
+    if args.py_spy:
+        args.py_spy = str(Path(args.py_spy).resolve())  # the stacks run in their own directories
 
     figures = Figures()
     began = time.monotonic()
@@ -133,7 +141,8 @@ def main() -> None:
         stop_stack(session.stack)
     figures.text("stack", f"{'one stack start for all runs' if args.reuse_stack else 'a fresh stack per run'}; "
                           f"{time.monotonic() - began:.0f} s in all")
-    figures.print("inbound benchmark (this machine: 2 cores; every role its own process)")
+    figures.print(f"inbound benchmark (this machine: 2 cores; every role its own process; "
+                  f"{args.workers} processor worker{'s' if args.workers != 1 else ''})")
 
 
 def measure(session: Session, args: argparse.Namespace, run: int, figures: Figures) -> None:
@@ -189,6 +198,9 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     figures.add("  second half of the records (records/s)", second_half)
     figures.add("write phase, Salesforce side (s)", written - started, "{:.1f}")
     per_record = cpu_us_per_record(cpu_before, cpu_after, total)
+    per_record["processor"] = processor_total(per_record)  # every worker's, when there are several
+    for name in [k for k in per_record if k.startswith("processor#")]:
+        del per_record[name]
     for name in PROCESSES:
         if name in per_record:
             figures.add(f"CPU µs/record: {name}", per_record[name])
@@ -230,6 +242,9 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
                     seen.setdefault(int(phone[len(prefix):]), time.time())
                 time.sleep(0.005)
 
+    bootstrap = stack.endpoints.kafka
+    hop_topics = (names.changes_inbound, names.apply_local, names.status)
+    starts = {topic: topic_ends(bootstrap, topic) for topic in hop_topics}
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     trickle_log_start = log_size(processor_log)
@@ -259,6 +274,7 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     figures.add("trickle latency max (ms)", worst)
     figures.add("API calls / 1,000 records, trickle", trickle_calls * 1000 / n, "{:.2f}")
     figures.text(f"run {run}: trickle", f"{len(latencies)} of {n} observed; started after {drained:.0f} s idle wait")
+    add_hops(figures, trickle_hops(bootstrap, names, starts, prefix, seen), HOP_LABELS)
 
     # 3. Baselines with the same payloads, in the same run, on the same broker and partition count.
     serde = Serde()
@@ -285,6 +301,75 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
             f"{k} x{len(v)} (max {max(v):.2f} s)" for k, v in relay.overlaps.items()))
     print(f"run {run}: {rate:,.0f} records/s, relay {relay.rate:,.0f} msg/s, ratio {rate / relay.rate:.3f}; "
           f"trickle p50 {p50:.0f} / p99 {p99:.0f} ms", flush=True)
+
+
+#: what each hop of the inbound trickle spans (:func:`trickle_hops`)
+HOP_LABELS = {
+    "capture": "Salesforce commit (commit_ts) -> the change in Kafka (CDC producer)",
+    "processor": "change in Kafka -> apply command in Kafka (broker fetch + processor)",
+    "sink": "apply command in Kafka -> the sink's Success status (fetch + write + PostgreSQL commit)",
+    "seen": "the sink's status -> the row seen by the bench's poller (5 ms)",
+}
+
+
+def trickle_hops(bootstrap: str, names: TopicNames, starts: dict[str, dict[int, int]], prefix: str,
+                 seen: dict[int, float]) -> dict[str, list[float]]:
+    """Per trickle change, seconds spent in each hop, from the timestamps its records carry: the change's
+    ``commit_ts`` (Salesforce's commit), the Kafka timestamps of the change and of its apply command, and
+    the ``last_attempt_ts`` of the sink's status (written once the PostgreSQL transaction committed). A
+    change is found by its value (``Phone`` = ``<prefix><seq>``); each apply command of a record is paired
+    with the first Success status of that record written after it (one status per command)."""
+    serde = Serde()
+    commit: dict[int, float] = {}
+    changed: dict[int, float] = {}
+    for m in read_from(bootstrap, names.changes_inbound, starts[names.changes_inbound]):
+        try:
+            change = serde.decode(m.value() or b"", ChangeEvent)
+        except DecodeError:
+            continue
+        phone = change.values.get("Phone")
+        if isinstance(phone, str) and phone.startswith(prefix) and int(phone[len(prefix):]) not in changed:
+            seq = int(phone[len(prefix):])
+            changed[seq], commit[seq] = kafka_time(m), change.commit_ts.timestamp()
+    applied: dict[int, float] = {}
+    order: dict[str, list[int]] = {}  # record key -> its trickle changes, in command order
+    for m in read_from(bootstrap, names.apply_local, starts[names.apply_local]):
+        try:
+            command = serde.decode(m.value() or b"", ApplyCommand)
+        except DecodeError:
+            continue
+        phone = command.values.get("phone")
+        if isinstance(phone, str) and phone.startswith(prefix) and int(phone[len(prefix):]) not in applied:
+            seq = int(phone[len(prefix):])
+            applied[seq] = kafka_time(m)
+            order.setdefault(f"inbound:{command.key}", []).append(seq)
+    written: dict[str, list[float]] = {}
+    for m in read_from(bootstrap, names.status, starts[names.status]):
+        key = (m.key() or b"").decode()
+        if key not in order or m.value() is None:
+            continue
+        try:
+            status = serde.decode(m.value() or b"", RecordStatus)
+        except DecodeError:
+            continue
+        if status.state in (SyncState.SUCCESS, SyncState.SUPERSEDED):
+            written.setdefault(key, []).append((status.last_attempt_ts or status.updated_ts).timestamp())
+    sunk: dict[int, float] = {}
+    for key, seqs in order.items():
+        # each command, in order, takes the first status of its record written after it: the ends the
+        # statuses were read from may be under-reported (earlier statuses of the record come first)
+        times = iter(sorted(written.get(key, [])))
+        for seq in seqs:
+            sunk_at = next((t for t in times if t >= applied[seq]), None)
+            if sunk_at is None:
+                break
+            sunk[seq] = sunk_at
+    return {
+        "capture": [changed[s] - commit[s] for s in changed],
+        "processor": [applied[s] - changed[s] for s in applied if s in changed],
+        "sink": [sunk[s] - applied[s] for s in sunk],
+        "seen": [seen[s] - sunk[s] for s in sunk if s in seen],
+    }
 
 
 if __name__ == "__main__":

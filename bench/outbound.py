@@ -42,6 +42,7 @@ from stack import (
     Figures,
     PeakRss,
     PySpy,
+    add_hops,
     add_relay_commits,
     broker_pass_through,
     cpu_seconds,
@@ -49,20 +50,24 @@ from stack import (
     cpu_us_per_record,
     db,
     faust_relay,
+    kafka_time,
     log_size,
     percentiles,
+    processor_total,
     profile_summary,
+    read_from,
     start_stack,
     stop_stack,
     timer_overlaps,
+    topic_ends,
     wait_idle,
     wait_until,
 )
 
 from sfsync.devstack.stack import DevStack
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent
-from sfsync.serde import Serde
+from sfsync.records import ApplyCommand, ChangeEvent
+from sfsync.serde import DecodeError, Serde
 
 #: the roles ``--py-spy`` profiles (run 1, bulk phase)
 PROFILED = ("postgres-producer", "processor", "salesforce-sink")
@@ -81,9 +86,9 @@ class Session:
     conn: Any
 
 
-def open_session() -> Session:
+def open_session(workers: int = 1) -> Session:
     """Start the stack and wait until a local insert reaches the emulator."""
-    stack = start_stack()
+    stack = start_stack(workers)
     try:
         assert stack.emulator is not None
         conn = db(stack)
@@ -112,24 +117,28 @@ def main() -> None:
     ap.add_argument("--trickle-seconds", type=float, default=10.0)
     ap.add_argument("--py-spy", metavar="PATH", help="profile the direction's roles in run 1's bulk phase with "
                     "this py-spy executable and print where their time goes")
+    ap.add_argument("--workers", type=int, default=1, help="processor workers (one group sharing the partitions)")
     ap.add_argument("--reuse-stack", action="store_true",
                     help="run every run on one stack start (quicker, but the embedded broker slows down run after run)")
     args = ap.parse_args()
+    if args.py_spy:
+        args.py_spy = str(Path(args.py_spy).resolve())  # the stacks run in their own directories
 
     figures = Figures()
     began = time.monotonic()
-    session = open_session()
+    session = open_session(args.workers)
     try:
         for run in range(1, args.runs + 1):
             if run > 1 and not args.reuse_stack:
                 stop_stack(session.stack)
-                session = open_session()
+                session = open_session(args.workers)
             measure(session, args, run, figures)
     finally:
         stop_stack(session.stack)
     figures.text("stack", f"{'one stack start for all runs' if args.reuse_stack else 'a fresh stack per run'}; "
                           f"{time.monotonic() - began:.0f} s in all")
-    figures.print("outbound benchmark (this machine: 2 cores; every role its own process)")
+    figures.print(f"outbound benchmark (this machine: 2 cores; every role its own process; "
+                  f"{args.workers} processor worker{'s' if args.workers != 1 else ''})")
 
 
 def measure(session: Session, args: argparse.Namespace, run: int, figures: Figures) -> None:
@@ -186,6 +195,9 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     figures.add("API calls / 1,000 records, bulk", sfsync_calls * 1000 / args.rows, "{:.2f}",
                 note="every sfsync call (the bench's own count queries excluded)")
     per_record = cpu_us_per_record(cpu_before, cpu_after, args.rows)
+    per_record["processor"] = processor_total(per_record)  # every worker's, when there are several
+    for name in [k for k in per_record if k.startswith("processor#")]:
+        del per_record[name]
     for name in PROCESSES:
         if name in per_record:
             figures.add(f"CPU µs/record: {name}", per_record[name])
@@ -216,8 +228,11 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     # 2. Latency at a trickle: one row per transaction; a poller reads the emulator's change events
     #    (a control endpoint, not an API call) to note when each record exists in Salesforce.
     seen: dict[str, float] = {}
+    target_commit: dict[str, float] = {}  # the emulator's commit time of each record (its CDC event's header)
     stop = threading.Event()
     after = control.events(limit=1)["last_replay_id"]
+    bootstrap = stack.endpoints.kafka
+    starts = {topic: topic_ends(bootstrap, topic) for topic in (names.changes_outbound, names.apply_salesforce)}
 
     def poll() -> None:
         nonlocal after
@@ -228,6 +243,9 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
                 local = ev["payload"].get("Local_Id__c")
                 if local:
                     seen.setdefault(str(local), now)
+                    stamp = (ev["payload"].get("ChangeEventHeader") or {}).get("commitTimestamp")
+                    if isinstance(stamp, int):
+                        target_commit.setdefault(str(local), stamp / 1000)
             if batch["events"]:
                 after = batch["events"][-1]["replay_id"]
             time.sleep(0.005)
@@ -260,6 +278,7 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     figures.add("API calls / 1,000 records, trickle", trickle_calls * 1000 / n, "{:.2f}")
     figures.text(f"run {run}: trickle", f"{n} rows, one per transaction, after {drained:.0f} s for the bulk "
                                         "load's CDC echoes to drain")
+    add_hops(figures, trickle_hops(bootstrap, names, starts, set(commits_at), seen, target_commit), HOP_LABELS)
 
     # 3. Baselines with the same number of payloads, in the same run, on the same broker and partitions.
     serde = Serde()
@@ -289,6 +308,46 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     print(f"run {run}: {args.rows:,} rows in {wall:.2f} s ({rate:,.0f}/s, {data_calls} data calls), relay "
           f"{relay.rate:,.0f} msg/s, ratio {rate / relay.rate:.3f}; trickle p50 {p50:.0f} / p99 {p99:.0f} ms",
           flush=True)
+
+
+#: what each hop of the outbound trickle spans (:func:`trickle_hops`)
+HOP_LABELS = {
+    "capture": "local commit (commit_ts) -> the change in Kafka (outbox relay)",
+    "processor": "change in Kafka -> apply command in Kafka (broker fetch + processor)",
+    "sink": "apply command in Kafka -> Salesforce commit (fetch + batch + sObject Collections call)",
+    "seen": "Salesforce commit -> the record seen by the bench's poller (its change events, 5 ms)",
+}
+
+
+def trickle_hops(bootstrap: str, names: TopicNames, starts: dict[str, dict[int, int]], keys: set[str],
+                 seen: dict[str, float], target_commit: dict[str, float]) -> dict[str, list[float]]:
+    """Per trickle row (by local key), seconds spent in each hop, from the timestamps its records carry: the
+    change's ``commit_ts`` (the local commit), the Kafka timestamps of the change and of its apply command,
+    and the emulator's commit time of the record (``commitTimestamp`` of its change event)."""
+    serde = Serde()
+    commit: dict[str, float] = {}
+    changed: dict[str, float] = {}
+    for m in read_from(bootstrap, names.changes_outbound, starts[names.changes_outbound]):
+        try:
+            change = serde.decode(m.value() or b"", ChangeEvent)
+        except DecodeError:
+            continue
+        if change.local_key in keys and change.local_key not in changed:
+            changed[change.local_key], commit[change.local_key] = kafka_time(m), change.commit_ts.timestamp()
+    applied: dict[str, float] = {}
+    for m in read_from(bootstrap, names.apply_salesforce, starts[names.apply_salesforce]):
+        try:
+            command = serde.decode(m.value() or b"", ApplyCommand)
+        except DecodeError:
+            continue
+        if command.local_key in keys and command.local_key not in applied:
+            applied[command.local_key] = kafka_time(m)
+    return {
+        "capture": [changed[k] - commit[k] for k in changed],
+        "processor": [applied[k] - changed[k] for k in applied if k in changed],
+        "sink": [target_commit[k] - applied[k] for k in applied if k in target_commit],
+        "seen": [seen[k] - target_commit[k] for k in target_commit if k in seen],
+    }
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ one run says little.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import statistics
@@ -26,24 +27,37 @@ from typing import Any
 
 import psutil
 import psycopg
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from sfsync.devstack.process import spawn, stop_process
 from sfsync.devstack.stack import DevStack
 
 
-def start_stack() -> DevStack:
-    """The dev stack with the demo mapping and tables, exactly as ``sfsync dev`` runs it."""
-    stack = DevStack(Path(tempfile.mkdtemp(prefix="sfsync-bench-")))
+def start_stack(workers: int = 1) -> DevStack:
+    """The dev stack with the demo mapping and tables, exactly as ``sfsync dev`` runs it, with ``workers``
+    processor workers (``processor``, ``processor#2``, ...: one consumer group sharing the partitions)."""
+    state_dir = Path(tempfile.mkdtemp(prefix="sfsync-bench-"))
+    stack = DevStack(state_dir, replicas={"processor": workers} if workers != 1 else None)
+    # The roles inherit the working directory, and the processor keeps its RocksDB files under the relative
+    # ``processor.data_dir`` (``.sfsync/processor/<group>``): from the repository, every fresh stack would
+    # open the files the previous one left (same group name, another broker). In the stack's own directory
+    # each stack starts without any.
+    os.chdir(state_dir)
     stack.start()
     return stack
 
 
+def processor_total(per_process: dict[str, float]) -> float:
+    """The figure of every processor worker together (``processor``, ``processor#2``, ...)."""
+    return sum(v for k, v in per_process.items() if k == "processor" or k.startswith("processor#"))
+
+
 def stop_stack(stack: DevStack) -> None:
-    """Stop every process of ``stack`` and drop its PostgreSQL data and emulator state (tens of MB per
-    start); the role logs stay in ``<state dir>/logs`` for reading after the run."""
+    """Stop every process of ``stack`` and drop its PostgreSQL data, emulator state and the processor's
+    RocksDB files (tens of MB per start); the role logs stay in ``<state dir>/logs`` for reading after the
+    run."""
     stack.stop()
-    for name in ("pgdata", "emulator"):
+    for name in ("pgdata", "emulator", ".sfsync"):
         shutil.rmtree(stack.state_dir / name, ignore_errors=True)
 
 
@@ -287,6 +301,63 @@ def add_relay_commits(figures: Figures, relay: RelayResult) -> None:
     figures.add("bare faust relay commit, median (s)",
                 statistics.median(relay.commits) if relay.commits else float("nan"), "{:.3f}")
     figures.add("bare faust relay commit, max (s)", max(relay.commits, default=float("nan")), "{:.3f}")
+
+
+def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end as the broker reports it (ListOffsets), where a phase's records will start. The
+    embedded broker may under-report an end (docs/kafka.md): reading from it then reads a few records more,
+    which the callers filter out by content."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-ends-{time.monotonic_ns()}",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def read_from(bootstrap: str, topic: str, start: dict[int, int], timeout: float = 60.0) -> list[Message]:
+    """Every message of ``topic`` from ``start[partition]`` to the partition's end (read to the end, not
+    ListOffsets), in offset order per partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{time.monotonic_ns()}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        out: list[Message] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while at_end != set(start) and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.5):
+                error = m.error()
+                if error is None:
+                    out.append(m)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition() or 0)
+        return out
+    finally:
+        consumer.close()
+
+
+def kafka_time(msg: Message) -> float:
+    """A message's Kafka timestamp (its producer's CreateTime) in seconds since the epoch."""
+    return msg.timestamp()[1] / 1000
+
+
+#: the trickle's hops, in the order a change passes them (the keys of :func:`add_hops`' samples)
+HOPS = ("capture", "processor", "sink", "seen")
+
+
+def add_hops(figures: Figures, hops: dict[str, list[float]], labels: dict[str, str]) -> None:
+    """p50 / p99 of each hop of the trickle (ms), from the timestamps the records carry: where the latency
+    goes. ``labels`` say what each hop spans, from which timestamp to which."""
+    for hop in HOPS:
+        samples = hops.get(hop) or []
+        if not samples:
+            figures.add(f"trickle hop p50 (ms): {hop}", float("nan"), note=f"{labels[hop]} (no samples)")
+            continue
+        p50, p99, _worst = percentiles([s * 1000 for s in samples])
+        figures.add(f"trickle hop p50 (ms): {hop}", p50, note=f"{labels[hop]}, {len(samples)} records")
+        figures.add(f"trickle hop p99 (ms): {hop}", p99)
 
 
 class PeakRss:

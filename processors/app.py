@@ -16,12 +16,20 @@ aiokafka's idempotent producer); the sinks skip a write whose version they alrea
 
 Order per event: **decide -> send -> record**. The decision (decode, map, compare with the record's state,
 encode) sends nothing; then the command goes to the producer; only once the producer took it does the
-Table record the state it produced, and that state's changelog record is sent like a command. A source
+Table record the state it produced, and that state's changelog record is sent like a command (through the
+same producer, ``app.producer.send``, to the changelog partition of the source partition). A source
 offset is acknowledged to faust (and so committed) only when every message sent for it — its commands and
 its state's changelog record — was delivered, and strictly in offset order per partition (:class:`InOrderAcks`):
 faust commits the highest consecutive run of acknowledged offsets and does not reliably stop at an
 unacknowledged first one. A change replayed after a crash is at or below the position stored with the
 state: its writes are sent again as they were versioned (:mod:`processors.conflicts`, Redelivery).
+
+Statuses (issue 12): the producers write a record's **In Queue** state when they capture a change (key
+:func:`~sfsync.records.queued_status_key`), the sinks replace it with the outcome. A change that ends here
+(skipped, unchanged, a redelivery with nothing to send: no command toward the other side, no status) sends a
+tombstone of that key instead, unless it is sfsync's own echo (which no producer queued); a change that sends
+a command sends nothing more. A change dead-lettered here after it decoded gets a **Failed** status
+(``failure_count`` 1, the reason in ``last_error``) beside its dead letter.
 
 Failures:
 
@@ -51,7 +59,7 @@ import asyncio
 import logging
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -59,7 +67,7 @@ import faust
 
 from processors.commands import next_step
 from processors.conflicts import Side
-from processors.entry import dump_entry, load_entry
+from processors.entry import Entry, EntryCache, dump_entry, load_entry
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
@@ -71,7 +79,15 @@ from sfsync.health import Health, JoinWatch, exit_unless_gone, watch_join
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ApplyCommand, ApplyTarget, ChangeEvent, Direction, RecordStatus, SyncState
+from sfsync.records import (
+    ApplyCommand,
+    ApplyTarget,
+    ChangeEvent,
+    Direction,
+    RecordStatus,
+    SyncState,
+    queued_status_key,
+)
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
 log = logging.getLogger("sfsync.processor")
@@ -130,54 +146,101 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         # faust declares the changelog topic <app-id>-<name>-changelog itself (compacted).
         return app.Table(name, default=None, partitions=cfg.kafka.partitions, key_type=bytes, value_type=bytes)
 
-    inbound_dlq, outbound_dlq = topic(names.dlq("postgres")), topic(names.dlq("salesforce"))
-    targets = {Side.LOCAL: topic(names.apply_local), Side.SALESFORCE: topic(names.apply_salesforce)}
+    # Messages go out through faust's producer itself (``app.producer.send``), by topic name: faust's
+    # Topic.send adds a FutureMessage, its sensors and two more coroutine layers per message, for nothing the
+    # processor uses (py-spy, bench/inbound.py). The topics are still declared, so faust creates them.
+    for name in (names.dlq("postgres"), names.dlq("salesforce"), names.apply_local, names.apply_salesforce,
+                 names.status):
+        topic(name)
+    inbound_dlq, outbound_dlq = names.dlq("postgres"), names.dlq("salesforce")
+    targets = {Side.LOCAL: names.apply_local, Side.SALESFORCE: names.apply_salesforce}
     records = table("records")
-    status = topic(names.status)
+    status = names.status
+    entries = EntryCache()
+    counter = _CounterNames()
 
-    def status_of(change: ChangeEvent, side: Side, state: SyncState, detail: str) -> Outgoing:
+    def status_of(change: ChangeEvent, side: Side, state: SyncState, detail: str, failures: int = 0) -> Outgoing:
         """The record's status in the direction its change goes (compacted, like the sinks' statuses)."""
-        record = RecordStatus(key=change.key, object=change.object,
-                              direction=Direction.INBOUND if side is Side.SALESFORCE else Direction.OUTBOUND,
+        record = RecordStatus(key=change.key, object=change.object, direction=_direction(side),
                               state=state, sfid=change.sfid, local_key=change.local_key, last_error=detail,
-                              last_attempt_ts=datetime.now(UTC))
+                              failure_count=failures, last_attempt_ts=datetime.now(UTC))
         return Outgoing(status, record.kafka_key.encode(), serde.encode(record, names.status), [])
+
+    def queued_cleared(change: ChangeEvent, side: Side) -> list[Outgoing]:
+        """A tombstone of the record's In Queue state (issue 12) for a change that ends here: no command goes
+        to the other side and no status is written, so nothing else would ever replace it. None for a change
+        without a record key (neither sfid nor local key): no producer could have written one for it."""
+        try:
+            key = change.key
+        except ValueError:
+            return []
+        return [Outgoing(status, queued_status_key(_direction(side), key).encode(), None, [])]
+
+    def dead_letter(change: ChangeEvent, side: Side, dlq: str, event: Any, failure: Failure) -> list[Outgoing]:
+        """The dead letter of a decoded change and the record's Failed status beside it (the reason shown
+        where an operator looks first; the dead letter keeps the change for a replay)."""
+        out = [_dead_letter(dlq, event, failure)]
+        try:
+            out.append(status_of(change, side, SyncState.FAILED, failure.message or failure.error_class, 1))
+        except RegistryError:
+            raise  # the environment's fault: the worker stops (module docstring)
+        except Exception:  # no status (no record key, say) must keep the change from its dead letter
+            pass
+        return out
 
     def decide(event: Any) -> list[Outgoing]:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
-        ``RegistryError`` when the registry fails, anything else is about the change itself."""
+        ``RegistryError`` when the registry fails, anything else is about the change itself (a change that
+        decoded and then failed unexpectedly is dead-lettered here, with its Failed status)."""
         msg = event.message
         side = Side.SALESFORCE if msg.topic == names.changes_inbound else Side.LOCAL
         direction = "inbound" if side is Side.SALESFORCE else "outbound"
         dlq = inbound_dlq if side is Side.SALESFORCE else outbound_dlq
-        key: bytes | None = event.key
         try:
             change = serde.decode(event.value, ChangeEvent, msg.topic)
         except DecodeError as e:
-            stats.add(f"{direction}.decode_failed")
+            stats.add(counter(direction, "decode_failed"))
             return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))]
+        try:
+            return decide_change(event, change, side, direction, dlq)
+        except RegistryError:
+            raise
+        except Exception as e:  # deciding is pure: an error there is about this change
+            stats.add("unexpected_failed")
+            log.exception("%s[%d]@%d: unexpected error; dead-lettering the change", msg.topic, msg.partition,
+                          msg.offset)
+            return dead_letter(change, side, dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))
+
+    def decide_change(event: Any, change: ChangeEvent, side: Side, direction: str, dlq: str) -> list[Outgoing]:
+        """:func:`decide` for a change that decoded."""
+        msg = event.message
         result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
         if isinstance(result, Filtered):
-            stats.add(f"{direction}.filtered")
+            stats.add(counter(direction, "filtered"))
             return [status_of(change, side, SyncState.FILTERED, f"{result.reason} ({result.rule})")]
         if isinstance(result, Skipped):
-            stats.add(f"{direction}.skipped")
-            return []
+            stats.add(counter(direction, "skipped"))
+            return queued_cleared(change, side)
         if isinstance(result, Failed):
-            stats.add(f"{direction}.mapping_failed")
+            stats.add(counter(direction, "mapping_failed"))
             log.warning("%s %s[%d]@%d %s: %s", direction, msg.topic, msg.partition, msg.offset,
                         change.key, result.reason)
-            return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "CoercionError", result.reason))]
+            return dead_letter(change, side, dlq, event, Failure(FailureKind.PERMANENT, "CoercionError",
+                                                                 result.reason))
         assert isinstance(result, Mapped)
         if result.unmapped_fields:
-            stats.add(f"{direction}.unmapped_fields", len(result.unmapped_fields))
+            stats.add(counter(direction, "unmapped_fields"), len(result.unmapped_fields))
+        key: bytes | None = event.key
         state_key = key or change.key.encode()
-        stored = load_entry(records.get(state_key))
+        raw = records.data.get(state_key)  # the store itself: faust's Table.get adds sensors and a default lookup
+        stored = entries.get(state_key, raw)
+        if stored is None and raw is not None:
+            stored = load_entry(raw)
         position = SourcePosition(msg.partition, msg.offset)
         step = next_step(stored, change, result.command, side, result.echo, position, cfg)
         if not step.commands:
-            stats.add(f"{direction}.unchanged")
-        stats.add(f"{direction}.{'redelivered' if step.entry is None else 'applied'}")
+            stats.add(counter(direction, "unchanged"))
+        stats.add(counter(direction, "redelivered" if step.entry is None else "applied"))
         if step.losses:
             stats.add("conflicts.lost", step.losses)
             log.info("%s %s: %d field(s) kept the other side's value (%s)", direction, change.key, step.losses,
@@ -185,22 +248,28 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         out: list[Outgoing] = []
         if step.losses:  # never silently gone: the record's status says what was lost, to what, why, when
             out.append(status_of(change, side, SyncState.CONFLICT, "; ".join(step.loss_notes)))
+        to_other = False
         for command, repair in step.commands:
-            stats.add("repairs" if repair else f"{direction}.sent")
+            stats.add("repairs" if repair else counter(direction, "sent"))
+            to = _side_of(command)
+            to_other = to_other or to is not side
             try:
-                value = serde.encode(command, targets[_side_of(command)].get_topic_name())
+                value = serde.encode(command, targets[to])
             except EncodeError as e:
-                stats.add(f"{direction}.encode_failed")
-                return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "EncodeError", str(e)))]
+                stats.add(counter(direction, "encode_failed"))
+                return dead_letter(change, side, dlq, event, Failure(FailureKind.PERMANENT, "EncodeError", str(e)))
             # lineage headers name a position in the target sink's own change topic: not for a repair
             headers = [] if repair else lineage_headers(msg.partition, msg.offset)
-            out.append(Outgoing(targets[_side_of(command)], state_key, value, headers))
+            out.append(Outgoing(targets[to], state_key, value, headers))
+        if not to_other and not step.losses and not result.echo:
+            out.extend(queued_cleared(change, side))  # issue 12: the change ends here; its In Queue goes
         entry_value = dump_entry(step.entry) if step.entry is not None else None
-        if out:
-            out[-1] = replace(out[-1], state_key=state_key if entry_value is not None else None,
-                              state_value=entry_value)
+        if entry_value is not None and out:
+            last = out[-1]
+            out[-1] = Outgoing(last.topic, last.key, last.value, last.headers, state_key, entry_value, step.entry)
         elif entry_value is not None and step.entry != stored:
-            out.append(Outgoing(None, state_key, b"", [], state_key=state_key, state_value=entry_value))
+            out.append(Outgoing(None, state_key, b"", [], state_key=state_key, state_value=entry_value,
+                                entry=step.entry))
         return out
 
     async def crash(event: Any, exc: BaseException) -> None:
@@ -239,6 +308,13 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             for tp in app.consumer.assignment():
                 if tp.topic in sources:
                     order.start(tp, app.consumer.committed_offset(tp))  # type: ignore[attr-defined]  # transport
+
+        producer = app.producer
+        changelog = records.changelog_topic.get_topic_name()
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def _recovered(_app: Any, *_args: Any, **_kw: Any) -> None:
+            entries.clear()  # tables are recovered again: what the cache holds may be from before
 
         async for event in stream.events():
             msg = event.message
@@ -284,18 +360,25 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 deliveries = []
                 for out in outs:
                     if out.topic is not None:
-                        deliveries.append(await out.topic.send(key=out.key, value=out.value, headers=out.headers))
+                        deliveries.append(await producer.send(out.topic, out.key, out.value, partition=None,
+                                                              timestamp=None, headers=out.headers))
                 for out in outs:
                     if out.state_key is not None:
                         # not ``records[key] = value``: faust buffers that changelog record unawaited, and its
                         # pre-commit flush gives up after 0.1 s, so an offset could be committed ahead of the
-                        # state it produced; a kill then restores a state one decision behind
+                        # state it produced; a kill then restores a state one decision behind. The record goes
+                        # through the same producer, awaited for delivery like a command.
                         records.data[out.state_key] = out.state_value
-                        deliveries.append(await records.changelog_topic.send(
-                            key=out.state_key, value=out.state_value, partition=msg.partition))
+                        if out.entry is not None and out.state_value is not None:
+                            entries.put(out.state_key, out.state_value, out.entry)
+                        deliveries.append(await producer.send(changelog, out.state_key, out.state_value,
+                                                              partition=msg.partition, timestamp=None,
+                                                              headers=None))
             except Exception as e:
                 await stop_worker(event, e)
-            if deliveries:
+            if len(deliveries) == 1:
+                acks.when_delivered(held, asyncio.ensure_future(deliveries[0]))
+            elif deliveries:
                 acks.when_delivered(held, asyncio.gather(*deliveries))
             else:
                 acks.done(held)
@@ -308,15 +391,36 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message an event sends (``topic=None``: none, only the Table entry), and the Table entry to record
-    once the producer took the event's messages."""
+    """One message an event sends to the topic named ``topic`` (``None``: none, only the Table entry;
+    ``value=None``: a tombstone), and the Table entry to record once the producer took the event's messages
+    (``state_value``, and ``entry``: what it encodes, kept decoded for the next change of the record)."""
 
-    topic: Any
+    topic: str | None
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]]
     state_key: bytes | None = None
     state_value: bytes | None = None
+    entry: Entry | None = None
+
+
+class _CounterNames:
+    """The stats counter names ``"<direction>.<what>"``, built once each: an f-string per counter per change
+    adds up at thousands of changes a second."""
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[str, str], str] = {}
+
+    def __call__(self, direction: str, what: str) -> str:
+        name = self._names.get((direction, what))
+        if name is None:
+            name = self._names[(direction, what)] = f"{direction}.{what}"
+        return name
+
+
+def _direction(side: Side) -> Direction:
+    """The direction of a change read from ``side``."""
+    return Direction.INBOUND if side is Side.SALESFORCE else Direction.OUTBOUND
 
 
 class SkippedRecords(Exception):
@@ -333,7 +437,7 @@ async def _parked() -> NoReturn:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _dead_letter(dlq: Any, event: Any, failure: Failure) -> Outgoing:
+def _dead_letter(dlq: str, event: Any, failure: Failure) -> Outgoing:
     """The dead letter of ``event``: its original key and value, the failure headers with its origin."""
     msg = event.message
     headers = failure_headers(failure, stage="processor", attempt=1, origin=Origin(msg.topic, msg.partition,

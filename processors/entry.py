@@ -73,3 +73,44 @@ def load_entry(raw: bytes | None) -> Entry | None:
                                   tuple((int(numbers[i]), pend[str(i)]) for i in range(len(pend))))
     positions = {Side(side): p for side, raw_p in doc["pos"].items() if (p := _unpos(raw_p)) is not None}
     return Entry(RecordState(fields, positions, int(doc.get("w") or 0)), doc.get("sfid"), doc.get("lk"))
+
+
+class EntryCache:
+    """The entries the worker wrote last, kept decoded next to the Table's bytes, so the next change of a
+    record skips :func:`load_entry` (JSON with an object hook per dict: ~8 % of the processor's CPU in
+    ``bench/inbound.py``).
+
+    Contract: :meth:`get` returns an entry only when the Table's value for the key is byte for byte the value
+    it was :meth:`put` with, so what it returns is the entry those bytes were dumped from (entries are
+    immutable): the same decision input as loading them (:func:`load_entry` of :func:`dump_entry` gives the
+    entry back, tests/processors/test_state.py). Anything else (a value recovered from the changelog after a
+    rebalance, written by another worker meanwhile) is loaded from its bytes. Equality, not identity: a
+    RocksDB store returns a new bytes object on every read. At most ``size`` records are kept (the oldest
+    written first out), so memory stays bounded whatever the Table holds: an entry of a three-field record
+    takes about 3.3 KB decoded, so the default 20,000 cost up to ~65 MB (bench/outbound.py's peak RSS of
+    the processor includes them)."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self.size = size
+        self._entries: dict[bytes, tuple[bytes, Entry]] = {}
+
+    def get(self, key: bytes, raw: bytes | None) -> Entry | None:
+        """The entry ``raw`` (the Table's value for ``key``) holds, when it is the one last put; else ``None``."""
+        if raw is None:
+            return None
+        found = self._entries.get(key)
+        return found[1] if found is not None and found[0] == raw else None
+
+    def put(self, key: bytes, raw: bytes, entry: Entry) -> None:
+        """``raw`` (``dump_entry(entry)``) is now the Table's value for ``key``."""
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = (raw, entry)
+        if len(entries) > self.size:
+            del entries[next(iter(entries))]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

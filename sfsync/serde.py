@@ -425,6 +425,9 @@ class Serde:
         self._registry = registry_client
         self._auto_register = auto_register
         self._by_fingerprint = {info.fingerprint: info for info in _catalogue().values()}
+        # one _Writer per known fingerprint, built once: decode runs per message
+        self._writers_by_fp = {fp: _Writer(info.fullname, info.parsed, info.canonical, f"fingerprint 0x{fp:016x}")
+                               for fp, info in self._by_fingerprint.items()}
         self._class_by_fullname: dict[str, type[Record]] = {schema_info(cls).fullname: cls for cls in RECORD_TYPES}
         self._ids: dict[tuple[str, str], int] = {}
         self._writers_by_id: dict[int, _Writer] = {}
@@ -575,14 +578,13 @@ class Serde:
                     f"truncated header: {n} bytes, single-object encoding needs {_SINGLE_OBJECT_HEADER_LEN}"
                 )
             (fp,) = struct.unpack_from("<Q", data, 2)
-            info = self._by_fingerprint.get(fp)
-            if info is None:
+            writer = self._writers_by_fp.get(fp)
+            if writer is None:
                 raise DecodeError(
                     f"unknown fingerprint 0x{fp:016x}: not one of the {len(self._by_fingerprint)} "
                     "sfsync schemas this build knows"
                 )
-            label = f"fingerprint 0x{fp:016x}"
-            return _Writer(info.fullname, info.parsed, info.canonical, label), _SINGLE_OBJECT_HEADER_LEN
+            return writer, _SINGLE_OBJECT_HEADER_LEN
         if first == CONFLUENT_MAGIC[0]:
             if n < _CONFLUENT_HEADER_LEN:
                 raise DecodeError(f"truncated header: {n} bytes, registry framing needs {_CONFLUENT_HEADER_LEN}")

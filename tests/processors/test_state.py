@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.conflicts import FieldState, RecordState, Sent, Side, Values
-from processors.entry import Entry, dump_entry, load_entry
+from processors.entry import Entry, EntryCache, dump_entry, load_entry
 from processors.state import SourcePosition
 
 positions = st.builds(SourcePosition, st.integers(0, 10_000), st.integers(0, 2**63 - 1))
@@ -49,3 +49,23 @@ def test_an_entry_round_trips(entry: Entry) -> None:
 def test_a_record_never_seen_and_an_entry_of_the_old_tables_have_no_entry() -> None:
     old: Any = b'{"v": {"Title": {"value": "A", "logical": null}}, "e": "e1", "p": [0, 4]}'
     assert load_entry(None) is None and load_entry(old) is None
+
+
+def test_the_entry_cache_answers_only_for_the_bytes_it_was_given() -> None:
+    """The worker keeps the entries it wrote decoded (:class:`EntryCache`); it may answer only when the Table
+    still holds exactly those bytes, else the caller loads them (a value recovered or written elsewhere)."""
+    first = Entry(RecordState({}, {Side.LOCAL: SourcePosition(0, 1)}, 1), "003A", "7")
+    second = Entry(RecordState({}, {Side.LOCAL: SourcePosition(0, 2)}, 2), "003A", "7")
+    cache = EntryCache(size=2)
+    raw = dump_entry(first)
+    cache.put(b"k", raw, first)
+    assert cache.get(b"k", bytes(bytearray(raw))) is first  # equal bytes (a RocksDB read is a new object)
+    assert cache.get(b"k", dump_entry(second)) is None and cache.get(b"k", None) is None
+    assert cache.get(b"other", raw) is None
+    cache.put(b"k", dump_entry(second), second)
+    assert cache.get(b"k", raw) is None and cache.get(b"k", dump_entry(second)) is second
+    cache.put(b"a", raw, first)
+    cache.put(b"b", raw, first)  # over the size: the oldest written goes
+    assert len(cache) == 2 and cache.get(b"k", dump_entry(second)) is None
+    cache.clear()
+    assert len(cache) == 0

@@ -542,7 +542,12 @@ def statuses(h: ProcessorHarness) -> dict[str, Any]:
     from sfsync.records import RecordStatus
 
     return {(m.key() or b"").decode(): h.serde.decode(m.value() or b"", RecordStatus, h.names.status)
-            for m in h.read(h.names.status)}
+            for m in h.read(h.names.status) if m.value() is not None}
+
+
+def status_keys(h: ProcessorHarness) -> list[tuple[str, bool]]:
+    """Every message of the status topic as (key, is a tombstone), in offset order per partition."""
+    return [((m.key() or b"").decode(), m.value() is None) for m in h.read(h.names.status)]
 
 
 def test_a_filtered_change_is_visible_in_the_records_status(processor_harness: ProcessorHarness) -> None:
@@ -616,3 +621,55 @@ def test_a_worker_whose_group_join_is_stuck_exits_for_its_supervisor_to_restart(
     assert "consumer-group join is stuck" in h.log() and "since start" in h.log()
     assert "kafka.join_timeout_ms is 3000" in h.log()
 
+
+
+def test_a_change_that_ends_in_the_processor_clears_its_records_in_queue_state(
+        processor_harness: ProcessorHarness) -> None:
+    """Issue 12: the relay writes a record's In Queue state when it captures a change (key
+    ``queued:<direction>:<record key>``); a sink's status replaces it once the command is written. A change that
+    ends in the processor (skipped: no mapped column changed; unchanged: its value is the record's already)
+    sends no command, so the processor removes the In Queue state itself with a tombstone. A change that
+    sends a command sends nothing more."""
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    h.start()
+    skipped = outbound_change("7", not_a_mapped_column="x")
+    sent = outbound_change("8", Operation.CREATE, title="A")
+    h.produce(source, skipped, KEY)
+    h.produce(source, sent, b"Contact:local:8")
+    h.wait_until(lambda: sent.event_id in by_event(h.commands(target)), "the command of the change that sends one")
+    h.wait_until(lambda: ("queued:outbound:Contact:local:7", True) in status_keys(h), "the skipped change's tombstone")
+    assert all(key != "queued:outbound:Contact:local:8" for key, _tombstone in status_keys(h))
+
+    again = outbound_change("8", title="A")  # the value the record holds: nothing to send
+    h.produce(source, again, b"Contact:local:8")
+    h.wait_until(lambda: ("queued:outbound:Contact:local:8", True) in status_keys(h),
+                 "the unchanged change's tombstone")
+    assert [c.source_event_id for c in h.commands(target) if c.local_key == "8"] == [sent.event_id]
+    queued = [(key, tombstone) for key, tombstone in status_keys(h) if key.startswith("queued:")]
+    assert sorted(queued) == [("queued:outbound:Contact:local:7", True), ("queued:outbound:Contact:local:8", True)]
+
+
+def test_a_dead_lettered_change_is_failed_in_the_records_status(processor_harness: ProcessorHarness) -> None:
+    """A change the mapping cannot map (a Phone that is not the integer the column wants) goes to the DLQ, and
+    the record's status (inbound) says Failed, once, with the reason: an operator sees it where the record's
+    state is shown, not only in the DLQ."""
+    from sfsync.records import SyncState
+
+    h = processor_harness
+    for f in h.raw["objects"]["Contact"]["fields"]:
+        if f.get("column") == "phone":
+            f["type"] = "integer"
+    h.write_config()
+    sfid = "003000000000002AAA"
+    h.start()
+    bad = ChangeEvent(source=Source.SALESFORCE, object="Contact", entity="Contact", operation=Operation.UPDATE,
+                      sfid=sfid, changed_fields=["Phone"], values={"Phone": "not a number"},
+                      commit_ts=datetime.now(UTC), source_position="2001")
+    offset = h.produce(h.names.changes_inbound, bad, f"Contact:{sfid}".encode())
+    status = h.wait_until(lambda: statuses(h).get(f"inbound:Contact:{sfid}"), "the failed record's status")
+    assert (status.state, status.failure_count) == (SyncState.FAILED, 1)
+    assert "cannot coerce" in (status.last_error or ""), status.last_error
+    letters = [parse_failure_headers(m.headers()) for m in h.read(h.names.dlq("postgres"))]
+    assert [(i.error_class, i.origin) for i in letters] == [("CoercionError", Origin(h.names.changes_inbound, 0,
+                                                                                      offset))]
