@@ -89,6 +89,8 @@ __all__ = [
     "ControlRecord",
     "Direction",
     "FieldPyValue",
+    "Link",
+    "LinkKind",
     "Logical",
     "MetricSample",
     "Operation",
@@ -203,6 +205,13 @@ class ControlAction(enum.StrEnum):
 
     PAUSE = "pause"
     RESUME = "resume"
+
+
+class LinkKind(enum.StrEnum):
+    """What a :class:`Link` on the links topic is (see there)."""
+
+    PULL = "pull"
+    HANDOVER = "handover"
 
 
 class Logical(enum.StrEnum):
@@ -439,10 +448,11 @@ _SCHEMA_DEFAULT: Mapping[str, bool] = MappingProxyType({_SCHEMA_DEFAULT_KEY: Tru
 """``field(metadata=...)`` of a factory-default field whose schema field has a default (see ``_has_schema_default``)."""
 
 _AS_IS: frozenset[Any] = frozenset(
-    {str, int, float, datetime, str | None, int | None, datetime | None, list[str], dict[str, str]}
+    {str, int, float, datetime, str | None, int | None, bytes | None, datetime | None, list[str], dict[str, str]}
 )
 """Field types fastavro writes and reads unchanged: string/int/long/double, an aware ``datetime`` as
-``timestamp-micros`` (read back as UTC), ``["null", T]`` unions, arrays and maps of strings."""
+``timestamp-micros`` (read back as UTC), ``["null", T]`` unions (``bytes``: Avro bytes), arrays and maps of
+strings."""
 
 _Convert: TypeAlias = Callable[[Any], Any]
 
@@ -773,7 +783,45 @@ class ControlRecord(_AvroCodec):
         return self.direction.value
 
 
-Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Link(_AvroCodec):
+    """The identity of a record created locally, on the compacted ``sfsync.links`` topic.
+
+    A record created in PostgreSQL lives in the processor under ``{object}:local:{pk}`` until the Salesforce
+    sink writes its new sfid back onto the row; from then on its changes are keyed ``{object}:{sfid}`` and
+    land on another partition. The processor moves the record's state across with two links
+    (:mod:`processors.identity`): a **pull** keyed by the local key, sent by the worker that met the record
+    under its sfid with no state, and the **handover** keyed by the sfid, sent back with the state kept under
+    the local key (``entry``: the Table value, ``None`` when there was none). Compacted, the latest of each
+    key is the identity map both ways.
+    """
+
+    AVRO_SCHEMA: ClassVar[str] = "link"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.Link"
+
+    kind: LinkKind
+    object: str
+    sfid: str
+    local_key: str
+    entry: bytes | None = None
+    ts: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "kind", _enum("kind", LinkKind, self.kind))
+        s(self, "ts", _aware_utc("ts", self.ts))
+        if not self.sfid or not self.local_key:
+            raise ValueError("Link: sfid and local_key must be non-empty")
+
+    @property
+    def kafka_key(self) -> str:
+        """A pull travels under the local key, a handover under the sfid (:func:`record_key`)."""
+        if self.kind is LinkKind.PULL:
+            return record_key(self.object, local_key=self.local_key)
+        return record_key(self.object, sfid=self.sfid)
+
+
+Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord | Link
 """Any record sfsync puts on a topic."""
 
 RECORD_TYPES: tuple[type[Record], ...] = (
@@ -783,5 +831,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     MetricSample,
     Alert,
     ControlRecord,
+    Link,
 )
 """Every record class, in schema-file order."""

@@ -25,6 +25,8 @@ from sfsync.records import (
     ControlAction,
     ControlRecord,
     Direction,
+    Link,
+    LinkKind,
     MetricSample,
     Operation,
     RecordStatus,
@@ -86,6 +88,8 @@ def sample_records() -> list[Any]:
         ),
         Alert(kind=AlertKind.REPLAY_GAP, severity="critical", message="replay id too old", details={"id": "9"}, ts=NOW),
         ControlRecord(direction="inbound", action=ControlAction.PAUSE, requested_by="ops@example.com", ts=NOW),
+        Link(kind=LinkKind.HANDOVER, object="Contact", sfid="003000000000001AAA", local_key="42",
+             entry=b'{"f": {}}', ts=NOW),
     ]
 
 
@@ -216,11 +220,13 @@ def test_parse_record_key_rejects(bad: str) -> None:
 
 
 def test_record_key_properties() -> None:
-    event, command, status, _, _, control = sample_records()
+    event, command, status, _, _, control, link = sample_records()
     assert event.key == "Contact:003000000000001AAA"
     assert command.key == "Contact:003000000000001AAA"
     assert status.kafka_key == "outbound:Contact:local:42"
     assert control.kafka_key == "inbound"
+    assert link.kafka_key == "Contact:003000000000001AAA"  # a handover travels under the sfid
+    assert dataclasses.replace(link, kind=LinkKind.PULL).kafka_key == "Contact:local:42"  # a pull, the local key
 
 
 # --------------------------------------------------------------------------- validation

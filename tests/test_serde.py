@@ -38,6 +38,8 @@ from sfsync.records import (
     ControlAction,
     ControlRecord,
     Direction,
+    Link,
+    LinkKind,
     MetricSample,
     Operation,
     RecordStatus,
@@ -165,6 +167,7 @@ def sample_records() -> list[Any]:
             ts=NOW,
         ),
         ControlRecord(direction=Direction.OUTBOUND, action=ControlAction.RESUME, requested_by="ops", ts=NOW),
+        Link(kind=LinkKind.PULL, object="Contact", sfid="003000000000001AAA", local_key="42", ts=NOW),
     ]
 
 
