@@ -56,7 +56,9 @@ faust itself would restart the agent after an unhandled exception and skip the e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,10 +66,12 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import faust
+from faust.types import TP
 
 from processors.commands import next_step
 from processors.conflicts import Side
 from processors.entry import Entry, EntryCache, dump_entry, load_entry
+from processors.identity import PULL_TIMEOUT_S, adopt, needs_pull, with_sfid
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
@@ -84,6 +88,8 @@ from sfsync.records import (
     ApplyTarget,
     ChangeEvent,
     Direction,
+    Link,
+    LinkKind,
     RecordStatus,
     SyncState,
     queued_status_key,
@@ -156,7 +162,12 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     targets = {Side.LOCAL: names.apply_local, Side.SALESFORCE: names.apply_salesforce}
     records = table("records")
     status = names.status
+    links = names.links
+    topic(links)
     entries = EntryCache()
+    #: record key -> (when its first change was parked, the partition, its sfid, its local key): changes waiting
+    #: for the handover of the record's state (:mod:`processors.identity`); the agent holds the events
+    waiting_since: dict[bytes, tuple[float, int, str, str]] = {}
     counter = _CounterNames()
 
     def status_of(change: ChangeEvent, side: Side, state: SyncState, detail: str, failures: int = 0) -> Outgoing:
@@ -188,11 +199,41 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             pass
         return out
 
-    def decide(event: Any) -> list[Outgoing]:
+    def on_link(event: Any) -> list[Outgoing] | Handover:
+        """A pull: answer with the state kept under the local key (and record the sfid in it). A handover:
+        for the agent to adopt. A link that cannot be decoded is skipped (logged): nothing waits on it for
+        longer than :data:`~processors.identity.PULL_TIMEOUT_S`."""
+        msg = event.message
+        try:
+            link = serde.decode(event.value, Link, msg.topic)
+        except DecodeError as e:
+            stats.add("identity.link_undecodable")
+            log.warning("%s[%d]@%d: skipping a link that cannot be decoded: %s", msg.topic, msg.partition,
+                        msg.offset, e.reason)
+            return []
+        if link.kind is LinkKind.HANDOVER:
+            return Handover(link.kafka_key.encode(), link)
+        local = link.kafka_key.encode()
+        raw = records.data.get(local)
+        stored = load_entry(raw)
+        answer = Link(kind=LinkKind.HANDOVER, object=link.object, sfid=link.sfid, local_key=link.local_key,
+                      entry=raw if stored is not None else None)
+        stats.add("identity.handed_over" if stored is not None else "identity.nothing_to_hand_over")
+        out = Outgoing(links, answer.kafka_key.encode(), serde.encode(answer, links), [])
+        if stored is not None and stored.sfid != link.sfid:
+            moved = with_sfid(stored, link.sfid)
+            out = Outgoing(out.topic, out.key, out.value, [], local, dump_entry(moved), moved)
+        return [out]
+
+    def decide(event: Any) -> list[Outgoing] | Parked | Handover:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
         ``RegistryError`` when the registry fails, anything else is about the change itself (a change that
-        decoded and then failed unexpectedly is dead-lettered here, with its Failed status)."""
+        decoded and then failed unexpectedly is dead-lettered here, with its Failed status). A change that
+        waits for its record's state (:mod:`processors.identity`) is :class:`Parked`; a handover of that
+        state from the links topic is :class:`Handover`, for the agent to adopt."""
         msg = event.message
+        if msg.topic == links:
+            return on_link(event)
         side = Side.SALESFORCE if msg.topic == names.changes_inbound else Side.LOCAL
         direction = "inbound" if side is Side.SALESFORCE else "outbound"
         dlq = inbound_dlq if side is Side.SALESFORCE else outbound_dlq
@@ -211,7 +252,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                           msg.offset)
             return dead_letter(change, side, dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))
 
-    def decide_change(event: Any, change: ChangeEvent, side: Side, direction: str, dlq: str) -> list[Outgoing]:
+    def decide_change(event: Any, change: ChangeEvent, side: Side, direction: str, dlq: str
+                      ) -> list[Outgoing] | Parked:
         """:func:`decide` for a change that decoded."""
         msg = event.message
         result = map_inbound(change, cfg, keep_echo=True) if side is Side.SALESFORCE else map_outbound(change, cfg)
@@ -232,10 +274,18 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             stats.add(counter(direction, "unmapped_fields"), len(result.unmapped_fields))
         key: bytes | None = event.key
         state_key = key or change.key.encode()
+        if state_key in waiting_since:
+            return Parked(state_key, None)
         raw = records.data.get(state_key)  # the store itself: faust's Table.get adds sensors and a default lookup
         stored = entries.get(state_key, raw)
         if stored is None and raw is not None:
             stored = load_entry(raw)
+        if needs_pull(stored, change, state_key):
+            assert change.sfid and change.local_key
+            stats.add("identity.pulled")
+            pull = Link(kind=LinkKind.PULL, object=change.object, sfid=change.sfid, local_key=change.local_key)
+            return Parked(state_key, Outgoing(links, pull.kafka_key.encode(), serde.encode(pull, links), []),
+                          change.sfid, change.local_key)
         position = SourcePosition(msg.partition, msg.offset)
         step = next_step(stored, change, result.command, side, result.echo, position, cfg)
         if not step.commands:
@@ -296,12 +346,20 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                            on_acked=lambda e: app.sensors.on_message_out(e.message.tp, e.message.offset,
                                                                          e.message))
         order = SourceOrder({names.changes_outbound: 0, names.changes_inbound: 1})
-        sources = (names.changes_inbound, names.changes_outbound)
+        sources = (names.changes_inbound, names.changes_outbound, links)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-        async def _forget(_app: Any, *_args: Any, **_kw: Any) -> None:
+        async def _forget(_app: Any, *args: Any, **kw: Any) -> None:
             order.forget()  # whoever owns a partition next starts from its committed offset
             app.consumer.reread_cancelled()  # type: ignore[attr-defined]
+            # changes parked on a partition this worker gives up wait for a handover its next owner gets: they
+            # are dropped unacknowledged (so never committed here) and that owner reads them again
+            revoked = set(args[0] if args else kw.get("revoked", ()))
+            acks.forget(revoked)
+            for key, waiting in list(parked.items()):
+                if waiting and waiting[0].event.message.tp in revoked:
+                    del parked[key]
+                    waiting_since.pop(key, None)
 
         def start_assigned() -> None:
             """Where each assigned source partition resumes: its committed offset."""
@@ -315,6 +373,114 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _recovered(_app: Any, *_args: Any, **_kw: Any) -> None:
             entries.clear()  # tables are recovered again: what the cache holds may be from before
+
+        #: record key -> its parked events, in the order read (:mod:`processors.identity`)
+        parked: dict[bytes, list[_Held]] = {}
+
+        def persisted(tp: TP, delivery: asyncio.Future[Any]) -> None:
+            """The changelog offset the store's files hold up to (what faust's Table._on_changelog_sent does
+            for its own sends): a restarted worker then recovers only what its files lack."""
+            if not delivery.cancelled() and delivery.exception() is None:
+                records.data.set_persisted_offset(tp, delivery.result().offset)
+
+        async def handle(held: _Held) -> None:
+            """Decide one held event and send what it makes; or park it; or adopt a handover and decide the
+            changes parked for it."""
+            event = held.event
+            try:
+                outs = decide(event)
+            except RegistryError as e:
+                await stop_worker(event, e)
+            except Exception as e:  # deciding is pure: an error there is about this change
+                msg = event.message
+                stats.add("unexpected_failed")
+                log.exception("%s[%d]@%d: unexpected error; dead-lettering the change", msg.topic, msg.partition,
+                              msg.offset)
+                dlq = inbound_dlq if msg.topic == names.changes_inbound else outbound_dlq
+                outs = [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))]
+            if isinstance(outs, Parked):
+                parked.setdefault(outs.state_key, []).append(held)  # unacknowledged until decided
+                if outs.pull is not None and outs.pull.topic is not None:
+                    waiting_since[outs.state_key] = (time.monotonic(), event.message.partition, outs.sfid,
+                                                     outs.local_key)
+                    try:
+                        sent = asyncio.ensure_future(await producer.send(
+                            outs.pull.topic, outs.pull.key, outs.pull.value, partition=None, timestamp=None,
+                            headers=None))
+                    except Exception as e:
+                        await stop_worker(event, e)
+                    sent.add_done_callback(functools.partial(pull_delivered, event))
+                return
+            if isinstance(outs, Handover):
+                key = outs.state_key
+                adopted: list[Outgoing] = []
+                if records.data.get(key) is None:
+                    entry = adopt(load_entry(outs.link.entry), outs.link.sfid, outs.link.local_key)
+                    adopted.append(Outgoing(None, None, b"", [], key, dump_entry(entry), entry))
+                await emit(held, adopted)
+                await release(key)
+                return
+            await emit(held, outs)
+
+        def pull_delivered(event: Any, future: asyncio.Future[Any]) -> None:
+            exc = future.exception() if not future.cancelled() else asyncio.CancelledError("pull cancelled")
+            if exc is not None:
+                failed_delivery(event, exc)
+
+        async def release(key: bytes) -> None:
+            """Decide the events parked under ``key``, in the order they were read."""
+            waiting_since.pop(key, None)
+            for waiting in parked.pop(key, []):
+                await handle(waiting)
+
+        async def give_up_waiting(partition: int) -> None:
+            """Decide changes of ``partition`` (the event being processed: the Table writes go to its
+            partition) whose handover did not come in time, without it (:mod:`processors.identity`)."""
+            now = time.monotonic()
+            for key, (since, on, sfid, local_key) in list(waiting_since.items()):
+                if on == partition and now - since > PULL_TIMEOUT_S:
+                    stats.add("identity.timed_out")
+                    log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
+                                key.decode(errors="replace"), PULL_TIMEOUT_S)
+                    if records.data.get(key) is None:  # in memory only: after a restart it may pull again
+                        entry = adopt(None, sfid, local_key)
+                        records.data[key] = dump_entry(entry)
+                    await release(key)
+
+        async def emit(held: _Held, outs: list[Outgoing]) -> None:
+            """Send ``outs``, record their Table entries, acknowledge ``held`` once all of it was delivered."""
+            if not outs:
+                acks.done(held)
+                return
+            msg = held.event.message
+            try:
+                deliveries: list[Any] = []
+                for out in outs:
+                    if out.topic is not None:
+                        deliveries.append(await producer.send(out.topic, out.key, out.value, partition=None,
+                                                              timestamp=None, headers=out.headers))
+                for out in outs:
+                    if out.state_key is not None:
+                        # not ``records[key] = value``: faust buffers that changelog record unawaited, and its
+                        # pre-commit flush gives up after 0.1 s, so an offset could be committed ahead of the
+                        # state it produced; a kill then restores a state one decision behind. The record goes
+                        # through the same producer, awaited for delivery like a command.
+                        records.data[out.state_key] = out.state_value
+                        if out.entry is not None and out.state_value is not None:
+                            entries.put(out.state_key, out.state_value, out.entry)
+                        delivery = asyncio.ensure_future(await producer.send(
+                            changelog, out.state_key, out.state_value, partition=msg.partition, timestamp=None,
+                            headers=None))
+                        delivery.add_done_callback(functools.partial(persisted, TP(changelog, msg.partition)))
+                        deliveries.append(delivery)
+            except Exception as e:
+                await stop_worker(held.event, e)
+            if len(deliveries) == 1:
+                acks.when_delivered(held, asyncio.ensure_future(deliveries[0]))
+            elif deliveries:
+                acks.when_delivered(held, asyncio.gather(*deliveries))
+            else:
+                acks.done(held)
 
         async for event in stream.events():
             msg = event.message
@@ -342,49 +508,12 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             held = acks.hold(event)
             if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
                 await _parked()
-            try:
-                outs = decide(event)
-            except RegistryError as e:
-                await stop_worker(event, e)
-            except Exception as e:  # deciding is pure: an error there is about this change
-                msg = event.message
-                stats.add("unexpected_failed")
-                log.exception("%s[%d]@%d: unexpected error; dead-lettering the change", msg.topic, msg.partition,
-                              msg.offset)
-                dlq = inbound_dlq if msg.topic == names.changes_inbound else outbound_dlq
-                outs = [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))]
-            if not outs:
-                acks.done(held)
-                continue
-            try:
-                deliveries = []
-                for out in outs:
-                    if out.topic is not None:
-                        deliveries.append(await producer.send(out.topic, out.key, out.value, partition=None,
-                                                              timestamp=None, headers=out.headers))
-                for out in outs:
-                    if out.state_key is not None:
-                        # not ``records[key] = value``: faust buffers that changelog record unawaited, and its
-                        # pre-commit flush gives up after 0.1 s, so an offset could be committed ahead of the
-                        # state it produced; a kill then restores a state one decision behind. The record goes
-                        # through the same producer, awaited for delivery like a command.
-                        records.data[out.state_key] = out.state_value
-                        if out.entry is not None and out.state_value is not None:
-                            entries.put(out.state_key, out.state_value, out.entry)
-                        deliveries.append(await producer.send(changelog, out.state_key, out.state_value,
-                                                              partition=msg.partition, timestamp=None,
-                                                              headers=None))
-            except Exception as e:
-                await stop_worker(event, e)
-            if len(deliveries) == 1:
-                acks.when_delivered(held, asyncio.ensure_future(deliveries[0]))
-            elif deliveries:
-                acks.when_delivered(held, asyncio.gather(*deliveries))
-            else:
-                acks.done(held)
+            await handle(held)
+            if waiting_since:
+                await give_up_waiting(msg.partition)
 
     process.__name__ = "records_agent"
-    app.agent(app.topic(names.changes_inbound, names.changes_outbound, key_type=bytes, value_type=bytes,
+    app.agent(app.topic(names.changes_inbound, names.changes_outbound, links, key_type=bytes, value_type=bytes,
                         key_serializer="raw", value_serializer="raw"), name="records")(process)
     return app, stats
 
@@ -402,6 +531,25 @@ class Outgoing:
     state_key: bytes | None = None
     state_value: bytes | None = None
     entry: Entry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A change that waits for its record's state (:mod:`processors.identity`); ``pull``: the pull to send
+    (the key's first parked change, with its ids), else ``None``."""
+
+    state_key: bytes
+    pull: Outgoing | None
+    sfid: str = ""
+    local_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A record's state handed over from its local key, for the agent to adopt under ``state_key``."""
+
+    state_key: bytes
+    link: Link
 
 
 class _CounterNames:
@@ -482,6 +630,12 @@ class InOrderAcks:
             event = queue.popleft().event
             if event.ack():  # the last reference: the offset may be committed now
                 self.on_acked(event)
+
+    def forget(self, tps: set[Any]) -> None:
+        """Partitions revoked: their held events are dropped, never acknowledged here (the next owner reads
+        them again from the committed offset); a delivery that completes later acknowledges nothing."""
+        for tp in tps:
+            self._pending.pop(tp, None)
 
     def when_delivered(self, held: _Held, delivery: asyncio.Future[Any]) -> None:
         """:meth:`done` once ``delivery`` succeeds; on failure, ``on_failed_delivery`` and nothing acknowledged."""
