@@ -46,6 +46,7 @@ from processors.entry import Entry
 from processors.state import SourcePosition
 from sfsync.config import Direction, ObjectMapping, SfsyncConfig
 from sfsync.records import (
+    FORCE_ORIGIN,
     ApplyCommand,
     ApplyOperation,
     ApplyTarget,
@@ -103,7 +104,8 @@ def to_change(event: ChangeEvent, command: ApplyCommand, side: Side, echo: bool,
         for name, value in command.values.items():
             fields[name] = Values(event.values.get(column_of[name]), value)
     version = write_version(event.commit_ts, event.source_position)
-    return Change(side, version[0], version, position, fields, _seen(event, field_of), echo)
+    return Change(side, version[0], version, position, fields, _seen(event, field_of), echo,
+                  force=event.origin == FORCE_ORIGIN)
 
 
 def next_step(stored: Entry | None, event: ChangeEvent, command: ApplyCommand, side: Side, echo: bool,

@@ -87,7 +87,9 @@ class Change:
 
     ``fields`` maps Salesforce field names to the values the change set; ``version`` is the source's
     (commit time µs, outbox id / replay id); ``seen`` (local changes) the versions of sfsync's writes the
-    row held when it changed; ``echo``: a Salesforce change made by sfsync's own write.
+    row held when it changed; ``echo``: a Salesforce change made by sfsync's own write; ``force``: a force
+    sync (``sfsync sync``): a field it carries that equals the winner is written to the other side anyway
+    (that side may have been changed behind sfsync's back, without a change event).
     """
 
     side: Side
@@ -97,6 +99,7 @@ class Change:
     fields: Mapping[str, Values]
     seen: Mapping[str, Version] = field(default_factory=dict)
     echo: bool = False
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +320,8 @@ def decide(state: RecordState | None, change: Change, policy: Callable[[str], Co
             b.win(name, value, change, current)
             continue
         if _same(mine, current.value.on(side)):
+            if change.force:  # the other side may differ without sfsync knowing: write the winner there
+                b.send(side.other, name, current.value, change.version, repair=False)
             continue  # the side holds the winner already
         if wins(current, change, name, policy(name)):
             b.win(name, value, change, current)

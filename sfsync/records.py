@@ -72,6 +72,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, Self, TypeAlias, get_type_hints
 
 __all__ = [
+    "FORCE_ORIGIN",
     "INT32_MAX",
     "INT64_MAX",
     "INT64_MIN",
@@ -696,6 +697,10 @@ def status_key(direction: Direction, key: str) -> str:
     tombstone with this key removes the status."""
     return f"{direction.value}:{key}"
 
+
+#: ``origin`` of the change events a force sync (``sfsync sync``) pushes: the processor writes a field they
+#: carry to the other side even when it equals the value last synced
+FORCE_ORIGIN = "sfsync-force-sync"
 
 #: prefix of the status keys that hold a record's In Queue state (:func:`queued_status_key`)
 QUEUED_PREFIX = "queued:"

@@ -45,7 +45,7 @@ from sfsync.database.connect import connect
 from sfsync.database.schema import notify_channel
 from sfsync.kafka.clients import make_producer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import ChangeEvent, Operation, Source
+from sfsync.records import FORCE_ORIGIN, ChangeEvent, Operation, Source
 from sfsync.salesforce.paced import PacedCalls
 from sfsync.salesforce.rest import SalesforceClient
 from sfsync.salesforce.soql import soql_string
@@ -58,10 +58,6 @@ APP_NAME = "sfsync-force-sync"
 LOCAL_BATCH = 1000
 #: ``Sforce-Query-Options: batchSize`` bounds (Salesforce's)
 MIN_PAGE, MAX_PAGE = 200, 2000
-
-#: the origin of every change a force sync pushes (envelope ``origin``, outbox ``origin``): who made it, for
-#: the audit trail and the processor (never an echo: it names no ``client=``)
-FORCE_ORIGIN = "sfsync-force-sync"
 
 #: ``progress(advanced, total)``: ``advanced`` more records pushed; ``total`` once known (else ``None``)
 Progress = Callable[[int, int | None], None]

@@ -100,6 +100,18 @@ def test_a_salesforce_id_gives_the_local_row_salesforces_values(stack: Any) -> N
     assert local_row(p, keys[0])["sfid"] == sf_ids[0] and local_count(p) == LINKED  # no second row
 
 
+def test_a_record_the_processor_knows_is_repaired_from_salesforce_again(stack: Any) -> None:
+    """A force sync is forced: the snapshot's values equal what the processor last synced, yet the row was
+    changed behind sfsync's back, so the winner is written again (without the force, nothing would be)."""
+    p, keys, sf_ids, _ = stack
+    for drift in ("drifted-once", "drifted-twice"):
+        uncaptured(p, "update contacts set title = %s where id::text = %s", (drift, keys[3]))
+        done = sync(p, "Contact", sf_ids[3])
+        assert done.returncode == 0, done.stderr + done.stdout
+        p.wait_until(lambda: local_row(p, keys[3])["title"] == "t-3", ARRIVE_S, f"the row repaired after {drift}")
+    assert sf_title(p, sf_ids[3]) == "t-3"
+
+
 def test_a_local_key_gives_salesforce_the_local_values(stack: Any) -> None:
     p, keys, sf_ids, _ = stack
     uncaptured(p, "update contacts set title = 'fixed-locally' where id::text = %s", (keys[1],))

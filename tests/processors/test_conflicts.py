@@ -325,3 +325,15 @@ class TwoSides(RuleBasedStateMachine):
 TwoSides.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
 test_two_sides_converge_under_every_policy = TwoSides.TestCase
+
+
+def test_a_force_sync_writes_the_winner_to_the_other_side_even_when_nothing_changed() -> None:
+    """``sfsync sync``: the other side may have been changed without a change event (an uncaptured write):
+    a forced change equal to the winner still writes it there; an unforced one is a no-op."""
+    d1 = decide(None, change(SF, 10, 1, A="x"), lww)
+    d2 = decide(d1.state, change(SF, 11, 2, echo=False, A="x"), lww)
+    assert d2.writes == {}
+    forced = Change(SF, 12, (12, 3), SourcePosition(0, 3), {"A": both("x")}, {}, False, force=True)
+    d3 = decide(d1.state, forced, lww)
+    assert sent(d3, LOCAL, repair=False) == {"A": "x"} and sent(d3, SF) is None
+    assert version_to(d3, LOCAL) > version_to(d1, LOCAL)
