@@ -33,9 +33,9 @@ After quiescence (every change read, every command landed) :meth:`Convergence.te
 invariant for the drawn ``conflict_policy`` x ``delete_policy``, and no flip-flop: every write sfsync
 decided once it had read the users' last changes, and that landed, carries the value the side ends with.
 
-Not modelled (:data:`GAPS`, each outside the pure logic): linking of records created locally (their key
-changes from ``local:<pk>`` to the sfid: the backfill's and the links topic's; every record here is created
-in Salesforce); edits of a row unlinked by ``unlink``; under ``ignore``, Salesforce changes that reach a row
+Not modelled (:data:`GAPS`, each outside the pure logic): records created locally, whose state moves from
+the ``local:<pk>`` key to the sfid key over the links topic (processors/identity.py: the move itself is the
+agent's, tested end to end in tests/e2e/test_identity.py; every record here is created in Salesforce); edits of a row unlinked by ``unlink``; under ``ignore``, Salesforce changes that reach a row
 deleted locally, or local edits while Salesforce's record is deleted (dead-lettered writes); more than about
 ``MAX_PENDING`` writes to Salesforce on their way at once.
 """
