@@ -149,6 +149,7 @@ class Pipeline:
         raw["kafka"] = {**DEV_KAFKA, "bootstrap_servers": kafka_bootstrap, "topic_prefix": self.prefix,
                         "partitions": 3}
         raw["postgres"] = {"dsn": postgres_dsn, "schema": self.schema}
+        raw["processor"] = {**raw.get("processor", {}), "data_dir": str(root / "processor")}  # RocksDB files
         raw["salesforce"] = {"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
                              "auth": {"flow": "password", "client_id": "sfsync-test", "username": USERNAME,
                                       "password": PASSWORD}, "api_budget_retry_s": 2}
