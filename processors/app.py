@@ -219,10 +219,10 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         answer = Link(kind=LinkKind.HANDOVER, object=link.object, sfid=link.sfid, local_key=link.local_key,
                       entry=raw if stored is not None else None)
         stats.add("identity.handed_over" if stored is not None else "identity.nothing_to_hand_over")
-        out = Outgoing(links, answer.kafka_key.encode(), serde.encode(answer, links), [])
+        out = Outgoing(links, answer.kafka_key.encode(), serde.encode(answer, links), [], partition=link.partition)
         if stored is not None and stored.sfid != link.sfid:
             moved = with_sfid(stored, link.sfid)
-            out = Outgoing(out.topic, out.key, out.value, [], local, dump_entry(moved), moved)
+            out = Outgoing(out.topic, out.key, out.value, [], local, dump_entry(moved), moved, link.partition)
         return [out]
 
     def decide(event: Any) -> list[Outgoing] | Parked | Handover:
@@ -283,7 +283,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         if needs_pull(stored, change, state_key):
             assert change.sfid and change.local_key
             stats.add("identity.pulled")
-            pull = Link(kind=LinkKind.PULL, object=change.object, sfid=change.sfid, local_key=change.local_key)
+            pull = Link(kind=LinkKind.PULL, object=change.object, sfid=change.sfid, local_key=change.local_key,
+                        partition=msg.partition)
             return Parked(state_key, Outgoing(links, pull.kafka_key.encode(), serde.encode(pull, links), []),
                           change.sfid, change.local_key)
         position = SourcePosition(msg.partition, msg.offset)
@@ -457,7 +458,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 deliveries: list[Any] = []
                 for out in outs:
                     if out.topic is not None:
-                        deliveries.append(await producer.send(out.topic, out.key, out.value, partition=None,
+                        deliveries.append(await producer.send(out.topic, out.key, out.value, partition=out.partition,
                                                               timestamp=None, headers=out.headers))
                 for out in outs:
                     if out.state_key is not None:
@@ -531,6 +532,7 @@ class Outgoing:
     state_key: bytes | None = None
     state_value: bytes | None = None
     entry: Entry | None = None
+    partition: int | None = None  # ``None``: the key's, by the partitioner (a handover: the parked changes')
 
 
 @dataclass(frozen=True, slots=True)

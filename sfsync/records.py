@@ -798,7 +798,8 @@ class Link(_AvroCodec):
     (:mod:`processors.identity`): a **pull** keyed by the local key, sent by the worker that met the record
     under its sfid with no state, and the **handover** keyed by the sfid, sent back with the state kept under
     the local key (``entry``: the Table value, ``None`` when there was none). Compacted, the latest of each
-    key is the identity map both ways.
+    key is the identity map both ways. ``partition`` (a pull): the partition of the parked changes, where
+    the handover is sent, so it meets them whatever partitioner placed them.
     """
 
     AVRO_SCHEMA: ClassVar[str] = "link"
@@ -809,11 +810,14 @@ class Link(_AvroCodec):
     sfid: str
     local_key: str
     entry: bytes | None = None
+    partition: int | None = None
     ts: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
         s(self, "kind", _enum("kind", LinkKind, self.kind))
+        if self.partition is not None:
+            _check_int32("partition", self.partition)
         s(self, "ts", _aware_utc("ts", self.ts))
         if not self.sfid or not self.local_key:
             raise ValueError("Link: sfid and local_key must be non-empty")
