@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from sfsync.cli import app
 from sfsync.kafka.topics import TopicNames
 from sfsync.operations.control import ControlScope, read_control
-from sfsync.records import Direction, RecordStatus, SyncState
+from sfsync.records import QUEUED_PREFIX, Direction, RecordStatus, SyncState
 from sfsync.serde import Serde
 
 ARRIVE_S = 180.0
@@ -40,10 +40,14 @@ def apply_count(p: Any, topic: str) -> int:
     return len(p.read_topic(topic, 5))
 
 
-def statuses(p: Any, direction: Direction) -> dict[str, RecordStatus]:
+def statuses(p: Any, direction: Direction, queued: bool = False) -> dict[str, RecordStatus]:
+    """The latest outcome per record of ``direction`` (``queued``: the latest In Queue state instead; the
+    producers write it under its own key when they capture a change)."""
     serde = Serde()
     latest: dict[str, RecordStatus] = {}
     for m in p.read_topic(TopicNames(p.prefix).status, 5):
+        if m.value() is None or (m.key() or b"").decode().startswith(QUEUED_PREFIX) is not queued:
+            continue
         s = serde.decode(m.value(), RecordStatus)
         if s.direction is direction:
             latest[s.key] = s
@@ -148,6 +152,9 @@ def test_inbound_paused_1000_changes_wait_through_a_sink_restart_then_arrive_in_
     p.wait_until(lambda: apply_count(p, names.apply_local) >= 1000, ARRIVE_S, "1,000 commands", interval=1)
     time.sleep(PAUSE_PROOF_S)
     assert local_count() == 0 and statuses(p, Direction.INBOUND) == {}
+    waiting = statuses(p, Direction.INBOUND, queued=True)  # captured, waiting: In Queue, every one of them
+    assert {s.sfid for s in waiting.values()} == set(sfids)
+    assert {s.state for s in waiting.values()} == {SyncState.IN_QUEUE}
 
     p.roles.kill("postgres-sink")
     p.start(["postgres-sink"])
