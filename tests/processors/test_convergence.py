@@ -35,9 +35,10 @@ decided once it had read the users' last changes, and that landed, carries the v
 
 Not modelled (:data:`GAPS`, each outside the pure logic): records created locally, whose state moves from
 the ``local:<pk>`` key to the sfid key over the links topic (processors/identity.py: the move itself is the
-agent's, tested end to end in tests/e2e/test_identity.py; every record here is created in Salesforce); edits of a row unlinked by ``unlink``; under ``ignore``, Salesforce changes that reach a row
-deleted locally, or local edits while Salesforce's record is deleted (dead-lettered writes); more than about
-``MAX_PENDING`` writes to Salesforce on their way at once.
+agent's, tested end to end in tests/e2e/test_identity.py; every record here is created in Salesforce);
+edits of a row unlinked by ``unlink``; under ``ignore``, Salesforce changes that reach a row deleted locally,
+or local edits while Salesforce's record is deleted (dead-lettered writes); more than about ``MAX_PENDING``
+writes to Salesforce on their way at once.
 """
 
 from __future__ import annotations
