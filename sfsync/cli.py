@@ -18,7 +18,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sfsync.cli_audit import register as register_audit
 from sfsync.config import ConfigError, SfsyncConfig, load_config, read_yaml, resolve_config_path
 from sfsync.signals import stop_on_signals
 
@@ -31,7 +30,6 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schema_app, name="schema")
 mapping_app = typer.Typer(no_args_is_help=True, help="Check the mapping against the org and the database.")
 app.add_typer(mapping_app, name="mapping")
-register_audit(app)
 
 console = Console()
 
@@ -725,6 +723,45 @@ def queue(
     for r in rows:
         table.add_row(_when(r.last_attempt), r.queue_id, r.record_id, r.record_type, labels[r.sync_status],
                       str(r.failures), r.last_error or "")
+    console.print(table)
+
+
+@app.command()
+def audit(
+    config: ConfigOpt = None,
+    object: ObjectOpt = None,
+    record: Annotated[str | None, typer.Option("--record",
+                                               help="Record id: Salesforce id, local key or record key.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="At or after this time (ISO).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, newest first.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Losing changes (both values, the policy, the time) and ambiguous first-sync matches, newest first,
+    from ``<schema>.sfsync_audit``. Exit 2 for an unknown object or a bad --since, 1 when the database
+    cannot be read."""
+    import psycopg
+
+    from sfsync.operations.audit import AuditError, AuditFilter, read_audit
+
+    cfg = _load(config)
+    if object is not None and object not in cfg.objects:
+        raise _fail(f"unknown object {object!r}; mapped objects: {', '.join(cfg.objects) or '(none)'}", 2)
+    flt = AuditFilter(object=object, record=record, since=_parse_time(since, "--since"), limit=limit)
+    try:
+        rows = read_audit(cfg, flt)
+    except AuditError as e:
+        raise _fail(str(e), 1) from None
+    except psycopg.Error as e:  # the message names host and port at most, never the password
+        raise _fail(f"cannot read the audit from PostgreSQL: {type(e).__name__}: {str(e).strip()}", 1) from None
+    if json_out:
+        _print_json([r.to_json() for r in rows])
+        return
+    table = Table(title=f"audit ({len(rows)} row(s), newest first)")
+    for col in ("Time", "Object", "Direction", "Record", "State", "Detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.updated_ts.strftime("%Y-%m-%d %H:%M:%S"), r.object, r.direction,
+                      r.sfid or r.local_key or r.record_key, r.state, r.detail or "")
     console.print(table)
 
 

@@ -21,10 +21,9 @@ import uuid
 from typing import Any
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from sfsync.cli_audit import register
+from sfsync.cli import app
 from sfsync.kafka.topics import TopicNames
 from sfsync.operations.status import read_statuses
 from sfsync.records import ApplyCommand, Direction, RecordStatus, SyncState
@@ -45,20 +44,8 @@ def p(pipeline_factory: Any) -> Any:
     return p
 
 
-def audit_app() -> typer.Typer:
-    """A command line with ``audit`` registered as ``sfsync.cli`` registers it (``sfsync.cli_audit.register``)."""
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """sfsync"""
-
-    register(app)
-    return app
-
-
 def cli(p: Any, *args: str) -> str:
-    result = CliRunner().invoke(audit_app(), ["audit", *args, "--config", str(p.config_path)],
+    result = CliRunner().invoke(app, ["audit", *args, "--config", str(p.config_path)],
                                 env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
     return result.output
@@ -142,7 +129,7 @@ def test_two_losses_of_one_record_both_stay_in_the_audit(p: Any) -> None:
 
 
 def test_audit_refuses_an_unknown_object_and_a_bad_time(p: Any) -> None:
-    app, runner = audit_app(), CliRunner()
+    runner = CliRunner()
     bad = runner.invoke(app, ["audit", "--object", "Invoice__c", "--config", str(p.config_path)])
     assert bad.exit_code == 2 and "unknown object 'Invoice__c'" in bad.output
     bad = runner.invoke(app, ["audit", "--since", "yesterday", "--config", str(p.config_path)])
