@@ -600,16 +600,11 @@ class OutboxRelay:
     def _produce_extra(self, producer: CheckedProducer, m: _Outgoing) -> None:
         """Queue one best-effort message on the raw client (no poll per message; the wait for the batch's
         acks serves its report)."""
-        while True:
-            try:
-                producer.producer.produce(m.topic, m.value, key=m.key, on_delivery=self._extra_answered)
-                return
-            except BufferError:
-                producer.producer.poll(0.05)
-            except KafkaException as e:
-                self._extra_answered(e.args[0] if e.args and isinstance(e.args[0], KafkaError)
-                                     else KafkaError(KafkaError._FAIL), None)
-                return
+        try:
+            producer.queue(m.topic, m.value, key=m.key, on_delivery=self._extra_answered)
+        except KafkaException as e:
+            self._extra_answered(e.args[0] if e.args and isinstance(e.args[0], KafkaError)
+                                 else KafkaError(KafkaError._FAIL), None)
 
     def _extra_answered(self, err: KafkaError | None, _msg: Message | None) -> None:
         if err is not None:

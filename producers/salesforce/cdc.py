@@ -583,7 +583,7 @@ class CdcProducer:
             # poll per message, the commit waits for them
             queued = dict(item.queued for item in kept if item.queued is not None)
             for key, value in queued.items():
-                _produce_quietly(producer, self.topics.status, value, key)
+                producer.queue(self.topics.status, value, key)  # the commit fails if one does
             for i, letter in enumerate(batch.dead):
                 producer.produce(letter.topic, letter.value, key=letter.key, headers=list(letter.headers),
                                  on_delivery=partial(answered, 1, i))
@@ -629,17 +629,6 @@ class CdcProducer:
                 refuse_envelope_for_size(env, item.channel, message_size(env.key, env.value), None),
                 channel=item.channel, message=None, dlq=self.dlq, limit=self.limit), batch)
         batch.events = kept
-
-
-def _produce_quietly(producer: CheckedProducer, topic: str, value: bytes, key: str) -> None:
-    """Queue one message of the transaction on the raw client, waiting for queue space when it is full (a
-    failed delivery fails the commit, so no report is needed)."""
-    while True:
-        try:
-            producer.producer.produce(topic, value, key=key)
-            return
-        except BufferError:
-            producer.producer.poll(0.05)
 
 
 async def _sleep_unless(stop: threading.Event, seconds: float) -> None:

@@ -62,13 +62,26 @@ class CheckedProducer:
                 self._on_delivery(err, msg)
                 user_cb(err, msg)
 
+        self.queue(topic, value, key, headers, callback)
+        self.producer.poll(0)
+
+    def queue(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Queue one message on the raw client, waiting for queue space when it is full: no delivery check of
+        :meth:`flush` and no poll per message (for messages of a transaction, whose commit fails if one does,
+        or best-effort ones whose ``on_delivery`` counts the failures)."""
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
-                break
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                return
             except BufferError:
                 self.producer.poll(0.05)
-        self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every queued message; raise if any failed or if the wait timed out."""
