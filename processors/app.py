@@ -443,7 +443,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                     stats.add("identity.timed_out")
                     log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
                                 key.decode(errors="replace"), PULL_TIMEOUT_S)
-                    if records.data.get(key) is None:  # in memory only: after a restart it may pull again
+                    if records.data.get(key) is None:  # the store only, no changelog record: a worker that
+                        # recovers from the changelog (a new machine) may pull for it again
                         entry = adopt(None, sfid, local_key)
                         records.data[key] = dump_entry(entry)
                     await release(key)
