@@ -189,13 +189,7 @@ def query_fields(types: ObjectTypes, mapping: ObjectMapping | None) -> list[str]
         for f in mapping.fields:
             split = split_path(f.field)
             wanted.append(f.field if split is None else reference_field_guess(split[0]))
-    out: list[str] = []
-    for name in wanted:
-        kind = types.types.get(name)
-        if kind is None or kind in ("address", "location") or name in out:
-            continue
-        out.append(name)
-    return out
+    return types.queryable(wanted)
 
 
 def record_query(sobject: str, fields: Sequence[str], ids: Sequence[str]) -> str:

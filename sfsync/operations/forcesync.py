@@ -152,14 +152,8 @@ def read_fields(types: ObjectTypes, mapping: ObjectMapping) -> list[str]:
     """What a force sync reads: system fields, the external id and the mapped fields the describe knows.
     Parent paths (``Owner.Name``) are not read: the CDC producer resolves them with the record's next
     change (docs/runbook.md, "Force sync")."""
-    wanted = [*SYSTEM_FIELDS, mapping.external_id_field, *(f.field for f in mapping.fields if not f.is_parent_path)]
-    out: list[str] = []
-    for f in wanted:
-        kind = types.types.get(f)
-        if kind is None or kind in ("address", "location") or f in out:
-            continue
-        out.append(f)
-    return out
+    return types.queryable([*SYSTEM_FIELDS, mapping.external_id_field,
+                            *(f.field for f in mapping.fields if not f.is_parent_path)])
 
 
 def snapshot(name: str, mapping: ObjectMapping, types: ObjectTypes, row: Mapping[str, Any], *,

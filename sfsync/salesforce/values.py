@@ -82,6 +82,17 @@ class ObjectTypes:
             compounds[compound] = {_short_key(compound, m): m for m in members}
         return cls(str(describe.get("name", "")), types, compounds)
 
+    def queryable(self, names: Iterable[str]) -> list[str]:
+        """``names`` a SOQL select list may hold, in order, once each: fields the describe knows, never a
+        compound address/location field (its components are selected instead)."""
+        out: list[str] = []
+        for name in names:
+            kind = self.types.get(name)
+            if kind is None or kind in ("address", "location") or name in out:
+                continue
+            out.append(name)
+        return out
+
     def component(self, compound: str, key: str) -> str:
         """The component field that ``compound.key`` names (``BillingAddress``, ``City`` -> ``BillingCity``)."""
         known = self.compounds.get(compound, {})
