@@ -38,6 +38,7 @@ from sfsync.records import (
     FieldPyValue,
     Operation,
 )
+from sfsync.salesforce.values import is_own_origin
 
 TO_LOCAL = (Direction.BOTH, Direction.TO_LOCAL)
 TO_SALESFORCE = (Direction.BOTH, Direction.TO_SALESFORCE)
@@ -72,15 +73,6 @@ class Failed:
 
 
 MapResult = Mapped | Skipped | Failed
-
-
-def is_own_origin(origin: str | None, client: str) -> bool:
-    """True when a Salesforce ``changeOrigin`` (or a local origin marker) names sfsync's client id."""
-    if not origin:
-        return False
-    if origin == client:
-        return True
-    return any(part.strip() == f"client={client}" for part in origin.split(";"))
 
 
 def _reverse(value_map: Mapping[str, str]) -> dict[str, str]:

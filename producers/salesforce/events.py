@@ -26,8 +26,9 @@ Contracts:
   ``<prefix>.dlq.postgres`` (:func:`envelope_dead_letter`, :func:`event_dead_letter`, see
   :mod:`producers.deadletters`), written in the transaction of the event's position.
 - :func:`queued_status` is the record's **In Queue** state the producer writes with each envelope (under
-  ``queued_status_key``, :mod:`sfsync.records`), ``None`` for sfsync's own echo (:func:`is_sfsync_origin`:
-  its ``changeOrigin`` names sfsync's client id, ``salesforce.call_options_client``).
+  ``queued_status_key``, :mod:`sfsync.records`), ``None`` for sfsync's own echo
+  (:func:`~sfsync.salesforce.values.is_own_origin`: its ``changeOrigin`` names sfsync's client id,
+  ``salesforce.call_options_client``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from sfsync.config import ObjectMapping
 from sfsync.failures import Failure, FailureKind, Origin
 from sfsync.records import ChangeEvent, Direction, FieldPyValue, Operation, RecordStatus, Source, SyncState
 from sfsync.salesforce.soql import soql_string
-from sfsync.salesforce.values import SYSTEM_FIELDS, ObjectTypes, canonical_sfid, format_datetime, parse_datetime
+from sfsync.salesforce.values import (
+    SYSTEM_FIELDS,
+    ObjectTypes,
+    canonical_sfid,
+    format_datetime,
+    is_own_origin,
+    parse_datetime,
+)
 from sfsync.serde import EncodeError, Serde
 
 OPERATIONS: dict[str, Operation] = {
@@ -359,20 +367,11 @@ class EnvelopeRefusal:
     limit: int | None = None
 
 
-def is_sfsync_origin(origin: str | None, client: str) -> bool:
-    """True when a change's ``changeOrigin`` names sfsync's client id (``client=<id>``, as sfsync's REST
-    calls send it in ``Sforce-Call-Options``; the bare id too): sfsync's own write coming back. The same test
-    as the processor's echo check (a role may not import another, so it is stated here again)."""
-    if not origin:
-        return False
-    return origin == client or any(part.strip() == f"client={client}" for part in origin.split(";"))
-
-
 def queued_status(event: ChangeEvent, client: str, now: datetime) -> RecordStatus | None:
     """The **In Queue** state of the record of an inbound change (``now``: when it was captured, for readers
     to order it against the record's outcome); ``None`` for an echo of sfsync's own write (its outcome is
     sfsync's own, already known) and for a change without a record key (it is dead-lettered)."""
-    if is_sfsync_origin(event.origin, client):
+    if is_own_origin(event.origin, client):
         return None
     try:
         key = event.key

@@ -58,6 +58,17 @@ ID_TYPES = frozenset({"id", "reference"})
 SYSTEM_FIELDS = ("Id", "IsDeleted", "SystemModstamp", "LastModifiedDate")
 
 
+def is_own_origin(origin: str | None, client: str) -> bool:
+    """True when a Salesforce ``changeOrigin`` (or a local origin marker) names sfsync's client id: sfsync's
+    REST calls send ``client=<id>`` in ``Sforce-Call-Options``; the bare id counts too. How both the CDC
+    producer (no In Queue for an echo) and the processor (echo by value) know sfsync's own write."""
+    if not origin:
+        return False
+    if origin == client:
+        return True
+    return any(part.strip() == f"client={client}" for part in origin.split(";"))
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectTypes:
     """Field types of one sObject, from its describe."""

@@ -17,7 +17,6 @@ from producers.salesforce.events import (
     change_events,
     channel_for,
     is_invalid_replay,
-    is_sfsync_origin,
     latest_offsets,
     offset_key,
     parse_event,
@@ -29,7 +28,7 @@ from producers.salesforce.events import (
 )
 from sfsync.config import ObjectMapping
 from sfsync.records import ChangeEvent, Direction, Operation, RecordStatus, Source, SyncState
-from sfsync.salesforce.values import ObjectTypes
+from sfsync.salesforce.values import ObjectTypes, is_own_origin
 
 TYPES = ObjectTypes.from_describe({"name": "Account", "fields": [
     {"name": "Id", "type": "id"}, {"name": "IsDeleted", "type": "boolean"},
@@ -218,8 +217,8 @@ def test_queued_status_for_a_change_and_none_for_an_echo_or_a_keyless_change() -
         key="Account:001000000000001AAA", object="Account", direction=Direction.INBOUND, state=SyncState.IN_QUEUE,
         sfid="001000000000001AAA", local_key="a1", last_attempt_ts=None, updated_ts=now)
     for origin in ("client=sfsync", "com/salesforce/api/rest/60.0;client=sfsync", "sfsync"):
-        assert is_sfsync_origin(origin, "sfsync")
+        assert is_own_origin(origin, "sfsync")
         assert queued_status(replace(change, origin=origin), "sfsync", now) is None
-    assert not is_sfsync_origin("client=sfsync-other", "sfsync") and not is_sfsync_origin(None, "sfsync")
+    assert not is_own_origin("client=sfsync-other", "sfsync") and not is_own_origin(None, "sfsync")
     assert queued_status(replace(change, origin="client=sfsync"), "mine", now) is not None
     assert queued_status(replace(change, sfid="", local_key=None), "sfsync", now) is None  # no key: dead-lettered
