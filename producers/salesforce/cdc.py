@@ -7,7 +7,8 @@ Contract:
 - Every event becomes envelopes (:mod:`producers.salesforce.events`) keyed by
   ``record_key(object, sfid)``. Envelopes, the channel's position (``OffsetRecord``: replay id + commit
   time) in the compacted ``offsets`` topic and any alert are written in ONE Kafka transaction per small
-  batch (``batch_events`` events or ``batch_ms`` after the first pending one). A crash at any point
+  batch (``salesforce.cdc_batch_events`` events or ``salesforce.cdc_batch_ms`` after the first pending
+  one). A crash at any point
   leaves either the events and their position, or neither.
 - Start: fence earlier instances (``init_transactions``), read the offsets topic to its end
   (read_committed) and resume after the stored replay id; no stored id -> ``start``
@@ -126,8 +127,6 @@ log = logging.getLogger("sfsync.producers.salesforce")
 #: broken stream (a new client, the outage's clock started)
 STREAM_LOST_GRACE_S = 5.0
 
-BATCH_EVENTS = 500
-BATCH_MS = 20
 ROLE = "salesforce-producer"
 
 
@@ -195,7 +194,7 @@ class CdcProducer:
     """One running CDC producer (see module contract). Use :func:`run`."""
 
     def __init__(self, cfg: SfsyncConfig, stop: threading.Event, *, start: str | None = None,
-                 batch_events: int = BATCH_EVENTS, batch_ms: int = BATCH_MS, health: Health | None = None) -> None:
+                 batch_events: int | None = None, batch_ms: int | None = None, health: Health | None = None) -> None:
         if not cfg.objects:
             raise ValueError("no objects are mapped: nothing to subscribe to")
         self.cfg = cfg
@@ -204,8 +203,8 @@ class CdcProducer:
         self.start = start or cfg.salesforce.cdc_start.value
         if self.start not in ("latest", "all"):
             raise ValueError("start must be latest or all")
-        self.batch_events = batch_events
-        self.batch_ms = batch_ms
+        self.batch_events = batch_events or cfg.salesforce.cdc_batch_events
+        self.batch_ms = batch_ms or cfg.salesforce.cdc_batch_ms
         self.topics = TopicNames(cfg.kafka.topic_prefix)
         self.dlq = direction_dlq(self.topics, Direction.INBOUND)
         self.limit = message_limit(cfg.kafka)

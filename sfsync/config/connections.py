@@ -192,6 +192,12 @@ class SalesforceConfig(_Strict):
     call_options_client: str = "sfsync"
     request_timeout_s: float = Field(30.0, gt=0)
     cdc_start: CdcStart = CdcStart.LATEST
+    #: the CDC producer writes what it received in one Kafka transaction at most this long after the batch's
+    #: first event (sooner once ``cdc_batch_events`` are pending). A transaction has a fixed cost on the broker
+    #: (on the embedded one 1 to 7 ms of CPU, docs/performance.md), so a longer window costs less CPU per
+    #: event under load and adds up to the window to each change's latency
+    cdc_batch_ms: int = Field(100, ge=1, le=5_000)
+    cdc_batch_events: int = Field(500, ge=1, le=10_000)
 
     @field_validator("api_version")
     @classmethod

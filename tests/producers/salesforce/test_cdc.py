@@ -251,6 +251,64 @@ def _offsets(cfg: SfsyncConfig) -> dict[str, OffsetRecord]:
     return cdc.read_offsets(cfg, timeout=10)
 
 
+def _positions_written(cfg: SfsyncConfig, channel: str, n: int) -> list[OffsetRecord]:
+    """Every position record of ``channel`` in the offsets topic, in order: one per transaction."""
+    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).offsets)
+    try:
+        reader.read(lambda m: len([x for x in m if x.key() == offset_key(channel).encode()]) >= n)
+        reader.settle(0.5)
+        mine = [m for m in reader.messages if m.key() == offset_key(channel).encode()]
+        return [OffsetRecord.decode(m.value()) for m in sorted(mine, key=lambda m: (m.partition(), m.offset()))]
+    finally:
+        reader.close()
+
+
+def test_changes_that_arrive_within_the_batch_window_share_one_transaction(
+        org: EmulatorHandle, kafka_config: dict[str, Any], running: Any) -> None:
+    """``salesforce.cdc_batch_ms``: five changes made a few hundred ms apart are written in one transaction
+    (one position record), not one each: a transaction's fixed broker cost is paid once per window."""
+    cfg = _config(org, kafka_config, cdc_batch_ms=5000)
+    apply_topics(cfg)
+    sf = org.salesforce()
+    producer = running(cfg)
+    _wait_subscribed(org)
+    ids = []
+    for i in range(5):
+        ids.append(sf.Account.create({"Name": f"Window {i}"})["id"])
+        time.sleep(0.2)
+    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).changes_inbound)
+    try:
+        events = _events(reader, 5, timeout=30)
+    finally:
+        reader.close()
+    producer.stop()
+    assert [e.sfid for e in events] == ids
+    positions = _positions_written(cfg, channel_for("Account"), 1)
+    assert len(positions) == 1, positions
+    assert positions[0].replay_id == max(int(e.source_position) for e in events)
+
+
+def test_a_full_batch_is_written_before_its_window_ends(org: EmulatorHandle, kafka_config: dict[str, Any],
+                                                        running: Any) -> None:
+    """``salesforce.cdc_batch_events``: 25 changes with batches of 10 are three transactions (10, 10, 5)."""
+    cfg = _config(org, kafka_config, cdc_batch_ms=5000, cdc_batch_events=10)
+    apply_topics(cfg)
+    sf = org.salesforce()
+    producer = running(cfg)
+    _wait_subscribed(org)
+    records = [{"attributes": {"type": "Account"}, "Name": f"Full {i}"} for i in range(25)]
+    sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": records})
+    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).changes_inbound)
+    try:
+        events = _events(reader, 25, timeout=30)
+    finally:
+        reader.close()
+    producer.stop()
+    replay_ids = sorted(int(e.source_position) for e in events)
+    positions = _positions_written(cfg, channel_for("Account"), 3)
+    assert [p.replay_id for p in positions] == [replay_ids[9], replay_ids[19], replay_ids[24]]
+
+
 def test_restart_resumes_from_the_stored_replay_id(org: EmulatorHandle, cfg: SfsyncConfig, running: Any,
                                                    inbound: Reader) -> None:
     sf = org.salesforce()
