@@ -66,16 +66,17 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from processors.commands import next_step
 from processors.conflicts import Side
 from processors.entry import Entry, EntryCache, dump_entry, load_entry
-from processors.identity import PULL_TIMEOUT_S, adopt, needs_pull, with_sfid
+from processors.identity import adopt, needs_pull, with_sfid
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
-from processors.store import store_settings
+from processors.store import read_in_partition, store_settings, write_in_partition
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
@@ -93,6 +94,7 @@ from sfsync.records import (
     RecordStatus,
     SyncState,
     queued_status_key,
+    record_key,
 )
 from sfsync.serde import DecodeError, EncodeError, RegistryError, Serde
 
@@ -165,6 +167,15 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     links = names.links
     topic(links)
     entries = EntryCache()
+    wait_s = cfg.processor.identity_wait_s
+    partitions = cfg.kafka.partitions
+
+    def held_here(key: bytes) -> int | None:
+        """The table partition of ``key`` when this worker holds it (its change topics' partition of that
+        number is assigned here: they are co-partitioned with the table), else ``None``."""
+        partition = (murmur2(key) & 0x7FFFFFFF) % partitions  # the producers' partitioner (sfsync.kafka.settings)
+        assigned = app.consumer.assignment()
+        return partition if TP(names.changes_outbound, partition) in assigned else None
     #: record key -> (when its first change was parked, the partition, its sfid, its local key): changes waiting
     #: for the handover of the record's state (:mod:`processors.identity`); the agent holds the events
     waiting_since: dict[bytes, tuple[float, int, str, str]] = {}
@@ -202,7 +213,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     def on_link(event: Any) -> list[Outgoing] | Handover:
         """A pull: answer with the state kept under the local key (and record the sfid in it). A handover:
         for the agent to adopt. A link that cannot be decoded is skipped (logged): nothing waits on it for
-        longer than :data:`~processors.identity.PULL_TIMEOUT_S`."""
+        longer than ``processor.identity_wait_s``."""
         msg = event.message
         try:
             link = serde.decode(event.value, Link, msg.topic)
@@ -213,6 +224,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             return []
         if link.kind is LinkKind.HANDOVER:
             return Handover(link.kafka_key.encode(), link)
+        if link.partition is None:  # the record of a move made in place (moved_here): nobody waits for it
+            return []
         local = link.kafka_key.encode()
         raw = records.data.get(local)
         stored = load_entry(raw)
@@ -224,6 +237,26 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             moved = with_sfid(stored, link.sfid)
             out = Outgoing(out.topic, out.key, out.value, [], local, dump_entry(moved), moved, link.partition)
         return [out]
+
+    def moved_here(obj: str, sfid: str, local_key: str, local: bytes, partition: int
+                   ) -> tuple[Entry, list[Outgoing]]:
+        """The state of a record created locally, moved in place to its sfid key: this worker holds the local
+        key's partition too, so nothing waits for a pull and a handover. What is sent is what that round trip
+        leaves behind: the sfid recorded under the local key (in the local key's partition), and the pull and
+        the handover on the links topic (the identity map; the pull carries no partition: nobody waits)."""
+        raw = read_in_partition(records.data, partition, local)
+        found = entries.get(local, raw)
+        if found is None and raw is not None:
+            found = load_entry(raw)
+        out = [Outgoing(links, local, serde.encode(Link(kind=LinkKind.PULL, object=obj, sfid=sfid,
+                                                        local_key=local_key), links), []),
+               Outgoing(links, record_key(obj, sfid=sfid).encode(),
+                        serde.encode(Link(kind=LinkKind.HANDOVER, object=obj, sfid=sfid, local_key=local_key,
+                                          entry=raw if found is not None else None), links), [])]
+        if found is not None and found.sfid != sfid:
+            named = with_sfid(found, sfid)
+            out.append(Outgoing(None, None, b"", [], local, dump_entry(named), named, state_partition=partition))
+        return adopt(found, sfid, local_key), out
 
     def decide(event: Any) -> list[Outgoing] | Parked | Handover:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
@@ -280,6 +313,14 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         stored = entries.get(state_key, raw)
         if stored is None and raw is not None:
             stored = load_entry(raw)
+        moved: list[Outgoing] = []
+        if needs_pull(stored, change, state_key):
+            assert change.sfid and change.local_key
+            local = record_key(change.object, local_key=change.local_key).encode()
+            here = held_here(local)
+            if here is not None:
+                stats.add("identity.moved_here")
+                stored, moved = moved_here(change.object, change.sfid, change.local_key, local, here)
         if needs_pull(stored, change, state_key):
             assert change.sfid and change.local_key
             stats.add("identity.pulled")
@@ -314,11 +355,16 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             out.append(Outgoing(targets[to], state_key, value, headers))
         if not to_other and not step.losses and not result.echo:
             out.extend(queued_cleared(change, side))  # issue 12: the change ends here; its In Queue goes
+        if moved:
+            out = [*moved, *out]
+            if step.entry is None:  # the adopted entry is stored whatever the change does (or it moves again)
+                assert stored is not None
+                out.append(Outgoing(None, state_key, b"", [], state_key, dump_entry(stored), stored))
         entry_value = dump_entry(step.entry) if step.entry is not None else None
-        if entry_value is not None and out:
+        if entry_value is not None and out and out[-1].state_key is None:
             last = out[-1]
             out[-1] = Outgoing(last.topic, last.key, last.value, last.headers, state_key, entry_value, step.entry)
-        elif entry_value is not None and step.entry != stored:
+        elif entry_value is not None and (step.entry != stored or moved):
             out.append(Outgoing(None, state_key, b"", [], state_key=state_key, state_value=entry_value,
                                 entry=step.entry))
         return out
@@ -439,10 +485,10 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             partition) whose handover did not come in time, without it (:mod:`processors.identity`)."""
             now = time.monotonic()
             for key, (since, on, sfid, local_key) in list(waiting_since.items()):
-                if on == partition and now - since > PULL_TIMEOUT_S:
+                if on == partition and now - since > wait_s:
                     stats.add("identity.timed_out")
                     log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
-                                key.decode(errors="replace"), PULL_TIMEOUT_S)
+                                key.decode(errors="replace"), wait_s)
                     if records.data.get(key) is None:  # the store only, no changelog record: a worker that
                         # recovers from the changelog (a new machine) may pull for it again
                         entry = adopt(None, sfid, local_key)
@@ -467,13 +513,18 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                         # pre-commit flush gives up after 0.1 s, so an offset could be committed ahead of the
                         # state it produced; a kill then restores a state one decision behind. The record goes
                         # through the same producer, awaited for delivery like a command.
-                        records.data[out.state_key] = out.state_value
+                        partition = msg.partition if out.state_partition is None else out.state_partition
+                        if partition == msg.partition:
+                            records.data[out.state_key] = out.state_value
+                        else:
+                            assert out.state_value is not None
+                            write_in_partition(records.data, partition, out.state_key, out.state_value)
                         if out.entry is not None and out.state_value is not None:
                             entries.put(out.state_key, out.state_value, out.entry)
                         delivery = asyncio.ensure_future(await producer.send(
-                            changelog, out.state_key, out.state_value, partition=msg.partition, timestamp=None,
+                            changelog, out.state_key, out.state_value, partition=partition, timestamp=None,
                             headers=None))
-                        delivery.add_done_callback(functools.partial(persisted, TP(changelog, msg.partition)))
+                        delivery.add_done_callback(functools.partial(persisted, TP(changelog, partition)))
                         deliveries.append(delivery)
             except Exception as e:
                 await stop_worker(held.event, e)
@@ -534,6 +585,8 @@ class Outgoing:
     state_value: bytes | None = None
     entry: Entry | None = None
     partition: int | None = None  # ``None``: the key's, by the partitioner (a handover: the parked changes')
+    #: the table partition of the entry (``None``: the event's; another only for a move in place)
+    state_partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,13 @@ So the state moves, once per record, over the compacted ``links`` topic (:class:
    against it, in the order they were read.
 
 A record created in Salesforce never pulls: its first change is Salesforce's create, which names no local
-key. A parked change that waits longer than :data:`PULL_TIMEOUT_S` (a pull or handover that cannot come) is
-decided without it, as if the record were new, and logged.
+key. A parked change that waits longer than ``processor.identity_wait_s`` (a pull or handover that cannot
+come, or one stuck behind a backlog deeper than that) is decided without it, as if the record were new, and logged.
+
+A worker that holds the local key's partition as well (always, with one worker) does not go round: it reads the
+entry there, adopts it and decides at once, records the sfid under the local key in that partition, and writes
+the pull (without a partition: nobody waits for an answer) and the handover to the links topic all the same,
+as the record of the move and the identity map (``moved_here`` in :mod:`processors.app`).
 """
 
 from __future__ import annotations
@@ -31,9 +36,6 @@ from dataclasses import replace
 from processors.conflicts import RecordState
 from processors.entry import Entry
 from sfsync.records import ChangeEvent, record_key
-
-#: how long changes wait for a handover before they are decided without it
-PULL_TIMEOUT_S = 30.0
 
 
 def needs_pull(stored: Entry | None, change: ChangeEvent, state_key: bytes) -> bool:

@@ -146,3 +146,27 @@ class RecordStore(faust_rocksdb.Store):
 
 
 faust.stores.STORES.aliases.setdefault(STORE_SCHEME, f"{__name__}:RecordStore")
+
+
+def read_in_partition(store: Any, partition: int, key: bytes) -> bytes | None:
+    """``key``'s value in the table's ``partition``, whatever event is being handled.
+
+    faust's RocksDB store reads and writes the database of the current event's partition
+    (``current_event()``); the identity move (:mod:`processors.identity`) reads a local key's entry while
+    handling a change of another partition, when this worker holds both. The memory store keeps one
+    mapping for every partition."""
+    if isinstance(store, faust_rocksdb.Store):
+        value: bytes | None = store._db_for_partition(partition).get(key)
+        return value
+    found: bytes | None = store.get(key)
+    return found
+
+
+def write_in_partition(store: Any, partition: int, key: bytes, value: bytes) -> None:
+    """Write ``key`` into the table's ``partition`` (see :func:`read_in_partition`); the caller sends its
+    changelog record to the same partition number."""
+    if isinstance(store, faust_rocksdb.Store):
+        store._db_for_partition(partition).put(key, value)
+        store._key_index[key] = partition
+    else:
+        store[key] = value

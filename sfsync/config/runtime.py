@@ -161,6 +161,10 @@ class ProcessorConfig(_Strict):
     cache_mb: int = Field(64, ge=8, le=65_536)
     #: RocksDB write buffer (memtable) of one partition; up to two per partition are in memory
     write_buffer_mb: int = Field(8, ge=1, le=1024)
+    #: how long the changes of a record created locally wait for its state when another worker holds it (a
+    #: pull and a handover over the links topic, :mod:`processors.identity`); then they are decided without it
+    #: (logged, counted ``identity.timed_out``). A worker that holds both partitions moves it without waiting
+    identity_wait_s: float = Field(30.0, gt=0, le=3_600)
 
     @field_validator("data_dir")
     @classmethod

@@ -7,6 +7,12 @@ handover keyed by the sfid).
 
 Failed before the move (each change under the sfid started from an empty state): a value Salesforce automation
 set during sfsync's create was taken for sfsync's own echo and never reached PostgreSQL.
+
+The pipeline runs one processor worker with ``processor.identity_wait_s`` at 1 ms: a change that waited for a
+handover at all would be decided without the state and the first test would fail. One worker holds every
+partition, so it moves the state in place, nothing waits. Failed before the move in place: under a backlog (the
+outbound benchmark's 10,000 inserts on a slow machine) every pull and handover queued behind the changes for
+longer than the wait (30 s then), and all 10,000 creates were decided without their state.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ ARRIVE_S = 90.0  # a hang guard; speed is measured in bench/
 
 @pytest.fixture(scope="module")
 def p(pipeline_factory: Any) -> Any:
-    p = pipeline_factory()
+    p = pipeline_factory({"processor": {"identity_wait_s": 0.001}})
     p.start(ALL_ROLES)
     p.wait_ready()
     return p
