@@ -72,7 +72,7 @@ from faust.types import TP
 from processors.commands import next_step
 from processors.conflicts import Side
 from processors.entry import Entry, EntryCache, dump_entry, load_entry
-from processors.identity import adopt, needs_pull, with_sfid
+from processors.identity import adopt, needs_pull, wait_over, with_sfid
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
 from processors.state import SourcePosition
@@ -168,6 +168,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     topic(links)
     entries = EntryCache()
     wait_s = cfg.processor.identity_wait_s
+    #: when this worker last read a links message (a backlog delays handovers, :func:`wait_over`)
+    last_link = [time.monotonic()]
     partitions = cfg.kafka.partitions
 
     def held_here(key: bytes) -> int | None:
@@ -215,6 +217,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         for the agent to adopt. A link that cannot be decoded is skipped (logged): nothing waits on it for
         longer than ``processor.identity_wait_s``."""
         msg = event.message
+        last_link[0] = time.monotonic()
         try:
             link = serde.decode(event.value, Link, msg.topic)
         except DecodeError as e:
@@ -485,10 +488,10 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             partition) whose handover did not come in time, without it (:mod:`processors.identity`)."""
             now = time.monotonic()
             for key, (since, on, sfid, local_key) in list(waiting_since.items()):
-                if on == partition and now - since > wait_s:
+                if on == partition and wait_over(since, last_link[0], now, wait_s):
                     stats.add("identity.timed_out")
                     log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
-                                key.decode(errors="replace"), wait_s)
+                                key.decode(errors="replace"), now - since)
                     if records.data.get(key) is None:  # the store only, no changelog record: a worker that
                         # recovers from the changelog (a new machine) may pull for it again
                         entry = adopt(None, sfid, local_key)

@@ -152,7 +152,9 @@ class Pipeline:
         raw["processor"] = {**raw.get("processor", {}), "data_dir": str(root / "processor")}  # RocksDB files
         raw["salesforce"] = {"login_url": emulator.url, "ca_bundle": str(emulator.ca_path),
                              "auth": {"flow": "password", "client_id": "sfsync-test", "username": USERNAME,
-                                      "password": PASSWORD}, "api_budget_retry_s": 2}
+                                      "password": PASSWORD}, "api_budget_retry_s": 2,
+                             # tests wait for one change after another: the default 100 ms window is for load
+                             "cdc_batch_ms": 20}
         raw["retry"] = {"tiers": [{"name": "r1", "delay_ms": 200}, {"name": "r2", "delay_ms": 1000}],
                         "max_attempts": 6}
         raw["sinks"] = {"postgres": {"batch_size": 500, "linger_ms": 20},

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from processors.conflicts import FieldState, RecordState, Side, Values
 from processors.entry import Entry
-from processors.identity import adopt, needs_pull, with_sfid
+from processors.identity import WAIT_CAP, adopt, needs_pull, wait_over, with_sfid
 from processors.state import SourcePosition
 from sfsync.records import ChangeEvent, Operation, Source
 
@@ -39,3 +39,13 @@ def test_the_sfid_key_adopts_the_moved_state_without_the_other_partitions_positi
     assert adopted == Entry(RecordState({"Title": fs}, {}, 1), SFID, "42")
     assert adopt(None, SFID, "42") == Entry(RecordState(), SFID, "42")  # nothing moved: known, no second pull
     assert with_sfid(moved, SFID).sfid == SFID and with_sfid(moved, SFID).record == moved.record
+
+
+def test_a_handover_is_waited_for_while_links_keep_arriving_up_to_the_cap() -> None:
+    wait = 30.0
+    assert not wait_over(since=0, last_link=0, now=29, wait_s=wait)  # within the wait
+    assert wait_over(since=0, last_link=0, now=31, wait_s=wait)  # nothing read from links: it cannot come
+    assert not wait_over(since=0, last_link=25, now=31, wait_s=wait)  # links arrive: a backlog, late not lost
+    assert not wait_over(since=0, last_link=590, now=599, wait_s=wait)
+    assert wait_over(since=0, last_link=599, now=WAIT_CAP * wait, wait_s=wait)  # never longer than the cap
+    assert wait_over(since=100, last_link=0, now=131, wait_s=wait)  # the links went quiet before the park

@@ -263,25 +263,36 @@ def _positions_written(cfg: SfsyncConfig, channel: str, n: int) -> list[OffsetRe
         reader.close()
 
 
+def _batched(org: EmulatorHandle, kafka_config: dict[str, Any], running: Any, n: int,
+             make: Callable[[Any], list[str]], **batching: Any) -> tuple[SfsyncConfig, list[str], list[ChangeEvent]]:
+    """Run the producer with ``batching`` (``salesforce.cdc_batch_*``), make changes with ``make(sf)`` (their
+    ids) and read ``n`` events back once the producer stopped."""
+    cfg = _config(org, kafka_config, **batching)
+    apply_topics(cfg)
+    producer = running(cfg)
+    _wait_subscribed(org)
+    ids = make(org.salesforce())
+    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).changes_inbound)
+    try:
+        events = _events(reader, n, timeout=30)
+    finally:
+        reader.close()
+    producer.stop()
+    return cfg, ids, events
+
+
 def test_changes_that_arrive_within_the_batch_window_share_one_transaction(
         org: EmulatorHandle, kafka_config: dict[str, Any], running: Any) -> None:
     """``salesforce.cdc_batch_ms``: five changes made a few hundred ms apart are written in one transaction
     (one position record), not one each: a transaction's fixed broker cost is paid once per window."""
-    cfg = _config(org, kafka_config, cdc_batch_ms=5000)
-    apply_topics(cfg)
-    sf = org.salesforce()
-    producer = running(cfg)
-    _wait_subscribed(org)
-    ids = []
-    for i in range(5):
-        ids.append(sf.Account.create({"Name": f"Window {i}"})["id"])
-        time.sleep(0.2)
-    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).changes_inbound)
-    try:
-        events = _events(reader, 5, timeout=30)
-    finally:
-        reader.close()
-    producer.stop()
+    def five_apart(sf: Any) -> list[str]:
+        ids = []
+        for i in range(5):
+            ids.append(sf.Account.create({"Name": f"Window {i}"})["id"])
+            time.sleep(0.2)
+        return ids
+
+    cfg, ids, events = _batched(org, kafka_config, running, 5, five_apart, cdc_batch_ms=4000)
     assert [e.sfid for e in events] == ids
     positions = _positions_written(cfg, channel_for("Account"), 1)
     assert len(positions) == 1, positions
@@ -291,19 +302,13 @@ def test_changes_that_arrive_within_the_batch_window_share_one_transaction(
 def test_a_full_batch_is_written_before_its_window_ends(org: EmulatorHandle, kafka_config: dict[str, Any],
                                                         running: Any) -> None:
     """``salesforce.cdc_batch_events``: 25 changes with batches of 10 are three transactions (10, 10, 5)."""
-    cfg = _config(org, kafka_config, cdc_batch_ms=5000, cdc_batch_events=10)
-    apply_topics(cfg)
-    sf = org.salesforce()
-    producer = running(cfg)
-    _wait_subscribed(org)
-    records = [{"attributes": {"type": "Account"}, "Name": f"Full {i}"} for i in range(25)]
-    sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": records})
-    reader = Reader(cfg, TopicNames(cfg.kafka.topic_prefix).changes_inbound)
-    try:
-        events = _events(reader, 25, timeout=30)
-    finally:
-        reader.close()
-    producer.stop()
+    def collection(sf: Any) -> list[str]:
+        records = [{"attributes": {"type": "Account"}, "Name": f"Full {i}"} for i in range(25)]
+        return [r["id"] for r in sf.restful("composite/sobjects", method="POST",
+                                            json={"allOrNone": False, "records": records})]
+
+    cfg, ids, events = _batched(org, kafka_config, running, 25, collection, cdc_batch_ms=4000, cdc_batch_events=10)
+    assert sorted(e.sfid for e in events) == sorted(ids)
     replay_ids = sorted(int(e.source_position) for e in events)
     positions = _positions_written(cfg, channel_for("Account"), 3)
     assert [p.replay_id for p in positions] == [replay_ids[9], replay_ids[19], replay_ids[24]]
