@@ -66,7 +66,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import faust
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
 from processors.commands import next_step
@@ -170,14 +170,14 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     wait_s = cfg.processor.identity_wait_s
     #: when this worker last read a links message (a backlog delays handovers, :func:`wait_over`)
     last_link = [time.monotonic()]
-    partitions = cfg.kafka.partitions
+    partitions = list(range(cfg.kafka.partitions))
+    partitioner = DefaultPartitioner()  # murmur2, the one every producer uses (sfsync.kafka.settings)
 
     def held_here(key: bytes) -> int | None:
         """The table partition of ``key`` when this worker holds it (its change topics' partition of that
         number is assigned here: they are co-partitioned with the table), else ``None``."""
-        partition = (murmur2(key) & 0x7FFFFFFF) % partitions  # the producers' partitioner (sfsync.kafka.settings)
-        assigned = app.consumer.assignment()
-        return partition if TP(names.changes_outbound, partition) in assigned else None
+        partition: int = partitioner(key, partitions, partitions)
+        return partition if TP(names.changes_outbound, partition) in app.consumer.assignment() else None
     #: record key -> (when its first change was parked, the partition, its sfid, its local key): changes waiting
     #: for the handover of the record's state (:mod:`processors.identity`); the agent holds the events
     waiting_since: dict[bytes, tuple[float, int, str, str]] = {}
@@ -321,16 +321,14 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             assert change.sfid and change.local_key
             local = record_key(change.object, local_key=change.local_key).encode()
             here = held_here(local)
-            if here is not None:
-                stats.add("identity.moved_here")
-                stored, moved = moved_here(change.object, change.sfid, change.local_key, local, here)
-        if needs_pull(stored, change, state_key):
-            assert change.sfid and change.local_key
-            stats.add("identity.pulled")
-            pull = Link(kind=LinkKind.PULL, object=change.object, sfid=change.sfid, local_key=change.local_key,
-                        partition=msg.partition)
-            return Parked(state_key, Outgoing(links, pull.kafka_key.encode(), serde.encode(pull, links), []),
-                          change.sfid, change.local_key)
+            if here is None:
+                stats.add("identity.pulled")
+                pull = Link(kind=LinkKind.PULL, object=change.object, sfid=change.sfid, local_key=change.local_key,
+                            partition=msg.partition)
+                return Parked(state_key, Outgoing(links, pull.kafka_key.encode(), serde.encode(pull, links), []),
+                              change.sfid, change.local_key)
+            stats.add("identity.moved_here")
+            stored, moved = moved_here(change.object, change.sfid, change.local_key, local, here)
         position = SourcePosition(msg.partition, msg.offset)
         step = next_step(stored, change, result.command, side, result.echo, position, cfg)
         if not step.commands:

@@ -64,7 +64,7 @@ from sfsync.database.connect import connect
 from sfsync.health import Health
 from sfsync.kafka.clients import commit_messages, make_consumer
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import QUEUED_PREFIX, RecordStatus, SyncState, utcnow
+from sfsync.records import RecordStatus, SyncState, utcnow
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink.postgres.syncstate")
@@ -264,18 +264,18 @@ class SyncStateFollower:
         Queue states before they are decoded (neither the columns nor the audit take them; they are about half
         the status topic's records, and decoding every status took a sixth of the postgres-sink's CPU)."""
         found: list[tuple[str | None, RecordStatus]] = []
-        queued = QUEUED_PREFIX.encode()
         for m in messages:
             raw = m.value()
-            key = m.key()
-            if raw is None or (isinstance(key, bytes) and key.startswith(queued)):
+            raw_key = m.key()
+            key = raw_key.decode(errors="replace") if isinstance(raw_key, bytes) else raw_key
+            if raw is None or is_queued(key):
                 continue
             try:
                 status = self.serde.decode(raw, RecordStatus, self.names.status)
             except DecodeError as e:
                 log.warning("status at %s[%s]@%s skipped: %s", m.topic(), m.partition(), m.offset(), e)
                 continue
-            found.append((key.decode(errors="replace") if isinstance(key, bytes) else key, status))
+            found.append((key, status))
         return found
 
     def _write_until_done(self, messages: list[Message], stop: threading.Event) -> bool:

@@ -194,7 +194,7 @@ class CdcProducer:
     """One running CDC producer (see module contract). Use :func:`run`."""
 
     def __init__(self, cfg: SfsyncConfig, stop: threading.Event, *, start: str | None = None,
-                 batch_events: int | None = None, batch_ms: int | None = None, health: Health | None = None) -> None:
+                 health: Health | None = None) -> None:
         if not cfg.objects:
             raise ValueError("no objects are mapped: nothing to subscribe to")
         self.cfg = cfg
@@ -203,8 +203,8 @@ class CdcProducer:
         self.start = start or cfg.salesforce.cdc_start.value
         if self.start not in ("latest", "all"):
             raise ValueError("start must be latest or all")
-        self.batch_events = batch_events or cfg.salesforce.cdc_batch_events
-        self.batch_ms = batch_ms or cfg.salesforce.cdc_batch_ms
+        self.batch_events = cfg.salesforce.cdc_batch_events
+        self.batch_ms = cfg.salesforce.cdc_batch_ms
         self.topics = TopicNames(cfg.kafka.topic_prefix)
         self.dlq = direction_dlq(self.topics, Direction.INBOUND)
         self.limit = message_limit(cfg.kafka)
@@ -595,9 +595,7 @@ class CdcProducer:
             # broker and before its events did resumed past events it never wrote: lost (the kill test, seed
             # 2781213225). Delivered first, a kill at any point leaves at worst events without their position:
             # read again after the restart, and taken for redeliveries by the processor.
-            producer.flush(60)  # raises on a failed delivery or a timeout (then aborted below)
-            if too_big[0] or too_big[1]:
-                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "the broker refused a message"))
+            producer.flush(60)  # raises on a failed delivery (a size refusal too) or a timeout: aborted below
             for channel, rec in batch.offsets.items():
                 producer.produce(self.topics.offsets, rec.encode(), key=offset_key(channel))
             producer.commit_transaction(60)
