@@ -371,8 +371,13 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         return out
 
     async def crash(event: Any, exc: BaseException) -> None:
-        """Stop the worker; ``event`` stays unacknowledged, so its offset is not committed."""
+        """Stop the worker; ``event`` stays unacknowledged, so its offset is not committed.
+
+        The reference taken here is what keeps it so: faust's stream acknowledges the event it last yielded
+        when the agent is cancelled (its iterator's ``finally``), and the consumer's stop commits what was
+        acknowledged. An event the agent did not hold yet (a hole's first record) was committed that way."""
         msg = event.message
+        msg.incref()
         stats.add("worker_stopped")
         log.critical("stopping the worker without committing %s[%d]@%d: %s: %s", msg.topic, msg.partition,
                      msg.offset, type(exc).__name__, exc)

@@ -461,6 +461,9 @@ def test_a_hole_in_the_outbound_change_topic_is_never_committed_past(processor_h
 
     Failed before the guard: the worker went on, the record after the hole was processed and its offset,
     with the hole's, committed (found as a lost outbound change by seed 4093629515 of the kill test).
+    Failed again in CI (stop 22, committed 4): the agent stopped at the record after the hole before holding
+    it, and faust's stream acknowledged that record when the agent was cancelled; the consumer's stop then
+    committed it. A race with the stop, not reproduced on an idle machine.
     """
     from confluent_kafka import Producer
 
