@@ -211,6 +211,9 @@ def run(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
     health_port: Annotated[int | None, typer.Option(
         "--health-port", help="Serve /healthz and /readyz here (0: any free port); default health.port.")] = None,
+    health_url_file: Annotated[Path | None, typer.Option(
+        "--health-url-file", help="Write the health server's URL to this file once it listens: how a "
+                                  "supervisor learns the port of --health-port 0.")] = None,
     check_mapping: Annotated[bool, typer.Option(
         "--check-mapping/--no-check-mapping",
         help="Run the mapping check first and refuse to start on errors (default on).")] = True,
@@ -236,6 +239,12 @@ def run(
     health = Health(role, READINESS[role])
     port = health_port if health_port is not None else cfg.health.port
     server = HealthServer(health, cfg.health.host, port).start() if port is not None else None
+    if health_url_file is not None:
+        if server is None:
+            raise _fail("--health-url-file needs a health server: give --health-port or health.port", 2)
+        from sfsync.files import write_atomically
+
+        write_atomically(health_url_file, server.url)
     try:
         ROLES[role](cfg, stop, health)
     finally:

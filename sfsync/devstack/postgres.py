@@ -62,11 +62,28 @@ def _prepare_for_user(data_dir: Path, bin_dir: Path) -> str | None:
     return SYSTEM_USER
 
 
+#: how many ports a server started on a picked port tries before giving up
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(ServiceStartError):
+    """The server exited at start because its port was in use."""
+
+
+def _port_taken(log: Path, port: int) -> bool:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return False
+    return f"port {port}" in text and "Address already in use" in text
+
+
 class EmbeddedPostgres:
     """One throw-away PostgreSQL server (data in ``data_dir``), tuned for speed, not durability."""
 
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir
+        self._pick_port = port == 0
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -92,6 +109,19 @@ class EmbeddedPostgres:
         if user:
             entry = pwd.getpwnam(user)
             os.chown(log, entry.pw_uid, entry.pw_gid)
+        for _attempt in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._serve(bin_dir, user, log, timeout)
+            except PortTaken:
+                if not self._pick_port:
+                    raise
+                self.port = free_port()  # taken between our pick and the server's bind: pick again
+        return self._serve(bin_dir, user, log, timeout)
+
+    def _serve(self, bin_dir: Path, user: str | None, log: Path, timeout: float) -> str:
+        """Start the server on :attr:`port`; :class:`PortTaken` when it exited because the port was taken. The
+        server answering is checked to be this one (its data directory): a port we picked may have been
+        taken by another PostgreSQL, which would answer first."""
         self.proc = spawn(
             [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
@@ -102,11 +132,15 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if _port_taken(log, self.port):
+                    raise PortTaken(self.port)
                 raise ServiceStartError(f"postgres exited with code {self.proc.returncode}; log: {log}")
             try:
                 with psycopg.connect(self.dsn, connect_timeout=2) as conn:
-                    conn.execute("select 1")
-                return self.dsn
+                    row = conn.execute("show data_directory").fetchone()
+                if row is not None and Path(row[0]).resolve() == self.data_dir.resolve():
+                    return self.dsn
+                time.sleep(0.1)  # another server on the port: ours exits on its bind (above)
             except psycopg.OperationalError:
                 time.sleep(0.1)
         self.stop()

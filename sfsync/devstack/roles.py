@@ -1,8 +1,11 @@
 """Run pipeline roles as separate processes — the way ``deploy/`` runs them — for the dev stack and tests.
 
-Each role is ``python -m sfsync run <role> --config FILE --health-port P`` with
+Each role is ``python -m sfsync run <role> --config FILE --health-port 0`` with
 its output in ``log_dir/<role>.log``; each dies with its parent and serves its
-``/healthz`` and ``/readyz`` on a port picked at start (:attr:`RoleSet.health`).
+``/healthz`` and ``/readyz`` on a port its own bind picked, which it writes to
+``log_dir/<role>.health-url`` (:attr:`RoleSet.health` once read). Not a port
+picked here and handed over: between that pick and the role's bind another
+process (a parallel test worker) could take it.
 :meth:`RoleSet.wait_ready` returns once every role answers ``/readyz`` (groups
 joined, partitions assigned, targets reachable). Tests use :meth:`RoleSet.kill`
 (SIGKILL mid-work) and :meth:`RoleSet.start` again to prove nothing is lost.
@@ -20,7 +23,7 @@ from typing import Any
 
 import requests
 
-from sfsync.devstack.process import free_port, spawn, stop_process
+from sfsync.devstack.process import spawn, stop_process
 from sfsync.health import RESTART_EXIT_CODE
 
 log = logging.getLogger("sfsync.dev")
@@ -48,17 +51,34 @@ class RoleSet:
         """Start (or restart) one role process. ``name`` is the role, or ``role#N`` for another replica."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         role = name.split("#", 1)[0]
-        port = free_port()
+        url_file = self.health_url_file(name)
+        url_file.unlink(missing_ok=True)
+        self.health.pop(name, None)
         proc = spawn([sys.executable, "-m", "sfsync", "run", role, "--config", str(self.config_path),
-                      "--health-port", str(port)], self.log_path(name), env=self.env)
+                      "--health-port", "0", "--health-url-file", str(url_file)], self.log_path(name), env=self.env)
         self.procs[name] = proc
-        self.health[name] = f"http://127.0.0.1:{port}"
         return proc
+
+    def health_url_file(self, name: str) -> Path:
+        return self.log_dir / f"{name.replace('#', '-')}.health-url"
+
+    def health_url(self, name: str) -> str | None:
+        """The role's health server URL, once the role wrote it (its server listens)."""
+        url = self.health.get(name)
+        if url is None:
+            try:
+                url = self.health[name] = self.health_url_file(name).read_text().strip()
+            except FileNotFoundError:
+                return None
+        return url
 
     def readiness(self, name: str) -> dict[str, Any] | None:
         """The role's ``/readyz`` report when it answers 200, else ``None``."""
+        url = self.health_url(name)
+        if url is None:
+            return None
         try:
-            answer = requests.get(self.health[name] + "/readyz", timeout=2)
+            answer = requests.get(url + "/readyz", timeout=2)
         except requests.RequestException:
             return None
         return answer.json() if answer.status_code == 200 else None

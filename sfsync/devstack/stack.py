@@ -12,7 +12,6 @@ Ctrl-C, SIGTERM or a crash.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sfsync.config import SfsyncConfig, build_config, read_yaml
 from sfsync.devstack.broker import EmbeddedBroker
 from sfsync.devstack.postgres import EmbeddedPostgres
 from sfsync.devstack.roles import RoleSet
+from sfsync.files import write_atomically
 from sfsync.kafka.topics import TopicReport, apply_topics
 
 # Dev/test tuning (NOTES.md): a consumer-group join waits ~half the session
@@ -136,7 +136,7 @@ class DevStack:
             raw["processor"] = {**raw.get("processor", {}), "data_dir": str(processor_dir)}
             self.config = build_config(raw, "dev stack config")
             self.topic_reports = apply_topics(self.config)
-            self._write(self.config_path, yaml.safe_dump(raw, sort_keys=False))
+            write_atomically(self.config_path, yaml.safe_dump(raw, sort_keys=False))
             if self.with_roles:
                 from sfsync.database.schema import init_schema
 
@@ -150,21 +150,12 @@ class DevStack:
                 self.readiness = self.roles.wait_ready(self.ready_timeout_s)
                 endpoints.extra["roles"] = {name: proc.pid for name, proc in self.roles.procs.items()}
                 endpoints.extra["health"] = dict(self.roles.health)
-            self._write(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
+            write_atomically(self.state_dir / "endpoints.json", json.dumps(endpoints.to_json(), indent=2))
         except BaseException:
             self.stop()
             raise
         self.endpoints = endpoints
         return endpoints
-
-    @staticmethod
-    def _write(path: Path, text: str) -> None:
-        """Write atomically with owner-only permissions (the effective config may hold dev secrets)."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
 
     def stop(self) -> None:
         self.roles.stop_all()

@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from sfsync.devstack.process import free_port, spawn
+from sfsync.devstack.process import spawn
 from sfsync.devstack.roles import RoleNotReady, RoleSet
 from sfsync.health import RESTART_EXIT_CODE
 
 SERVE = """
 import time
+from pathlib import Path
+from sfsync.files import write_atomically
 from sfsync.health import Health, HealthServer
 health = Health("processor", checks=("group",))
 health.mark("group", True, "joined")
-HealthServer(health, "127.0.0.1", {port}).start()
+server = HealthServer(health, "127.0.0.1", 0).start()
+write_atomically(Path({url_file!r}), server.url)
 while True:
     health.beat()
     time.sleep(0.2)
@@ -37,10 +40,11 @@ class ScriptedRoles(RoleSet):
     def start(self, name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         code, self.starts = self.exits[self.starts], self.starts + 1
-        port = free_port()
-        script = SERVE.format(port=port) if code is None else f"raise SystemExit({code})"
+        url_file = self.health_url_file(name)
+        url_file.unlink(missing_ok=True)
+        self.health.pop(name, None)
+        script = SERVE.format(url_file=str(url_file)) if code is None else f"raise SystemExit({code})"
         self.procs[name] = spawn([sys.executable, "-c", script], self.log_path(name))
-        self.health[name] = f"http://127.0.0.1:{port}"
         return self.procs[name]
 
 
