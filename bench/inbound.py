@@ -45,6 +45,7 @@ from stack import (
     PySpy,
     add_hops,
     add_relay_commits,
+    add_stages,
     broker_pass_through,
     cpu_seconds,
     cpu_share,
@@ -57,6 +58,7 @@ from stack import (
     processor_total,
     profile_summary,
     read_from,
+    settings,
     start_stack,
     stop_stack,
     timer_overlaps,
@@ -90,7 +92,7 @@ class Session:
 
 def open_session(args: argparse.Namespace) -> Session:
     """Start the stack, wait for the pipeline to deliver a canary, seed the accounts the runs update."""
-    stack = start_stack(args.workers)
+    stack = start_stack(args.workers, settings(args.settings))
     try:
         assert stack.emulator is not None
         sf = stack.emulator.salesforce()
@@ -122,6 +124,8 @@ def main() -> None:
     ap.add_argument("--py-spy", metavar="PATH", help="profile the direction's roles in run 1's bulk phase with "
                     "this py-spy executable and print where their time goes")
     ap.add_argument("--workers", type=int, default=1, help="processor workers (one group sharing the partitions)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                    help="a config key for every run's stack (dotted, YAML value): --set sinks.salesforce.linger_ms=50")
     ap.add_argument("--reuse-stack", action="store_true",
                     help="run every run on one stack start (quicker, but the embedded broker slows down run after run)")
     args = ap.parse_args()
@@ -141,6 +145,7 @@ def main() -> None:
         stop_stack(session.stack)
     figures.text("stack", f"{'one stack start for all runs' if args.reuse_stack else 'a fresh stack per run'}; "
                           f"{time.monotonic() - began:.0f} s in all")
+    figures.text("config set (--set)", ", ".join(args.settings) or "none: the dev defaults")
     figures.print(f"inbound benchmark (this machine: 2 cores; every role its own process; "
                   f"{args.workers} processor worker{'s' if args.workers != 1 else ''})")
 
@@ -167,6 +172,8 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     watch = CommitWatch(stack.endpoints.kafka, names.processor_group, names.changes_inbound, kafka.partitions)
     tag = f"b{run}r"
     progress_conn = db(stack)
+    stage_topics = [("CDC producer", names.changes_inbound), ("processor", names.apply_local)]
+    stage_starts = {topic: topic_ends(stack.endpoints.kafka, topic) for _, topic in stage_topics}
 
     def landed() -> int:  # each account's updates land in order: its round number counts its landed updates
         rows = progress_conn.execute("select phone from accounts where phone like %s", [tag + "%"]).fetchall()
@@ -174,7 +181,7 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
 
     with (profile or contextlib.nullcontext(), PeakRss(stack) as rss, watch as commits,
           Landed(landed) as progress):
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         for r in range(1, rounds + 1):
             for i in range(0, len(ids), 200):
                 chunk = [{"attributes": {"type": "Account"}, "id": sfid, "Phone": f"{tag}{r}"}
@@ -197,6 +204,8 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
     figures.add("  first half of the records (records/s)", first_half)
     figures.add("  second half of the records (records/s)", second_half)
     figures.add("write phase, Salesforce side (s)", written - started, "{:.1f}")
+    add_stages(figures, stack.endpoints.kafka, started_wall,
+               [(label, topic, stage_starts[topic]) for label, topic in stage_topics], elapsed, total)
     per_record = cpu_us_per_record(cpu_before, cpu_after, total)
     per_record["processor"] = processor_total(per_record)  # every worker's, when there are several
     for name in [k for k in per_record if k.startswith("processor#")]:

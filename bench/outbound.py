@@ -44,6 +44,7 @@ from stack import (
     PySpy,
     add_hops,
     add_relay_commits,
+    add_stages,
     broker_pass_through,
     cpu_seconds,
     cpu_share,
@@ -56,6 +57,7 @@ from stack import (
     processor_total,
     profile_summary,
     read_from,
+    settings,
     start_stack,
     stop_stack,
     timer_overlaps,
@@ -86,9 +88,9 @@ class Session:
     conn: Any
 
 
-def open_session(workers: int = 1) -> Session:
+def open_session(workers: int = 1, base_config: dict[str, Any] | None = None) -> Session:
     """Start the stack and wait until a local insert reaches the emulator."""
-    stack = start_stack(workers)
+    stack = start_stack(workers, base_config)
     try:
         assert stack.emulator is not None
         conn = db(stack)
@@ -118,6 +120,8 @@ def main() -> None:
     ap.add_argument("--py-spy", metavar="PATH", help="profile the direction's roles in run 1's bulk phase with "
                     "this py-spy executable and print where their time goes")
     ap.add_argument("--workers", type=int, default=1, help="processor workers (one group sharing the partitions)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                    help="a config key for every run's stack (dotted, YAML value): --set sinks.salesforce.linger_ms=50")
     ap.add_argument("--reuse-stack", action="store_true",
                     help="run every run on one stack start (quicker, but the embedded broker slows down run after run)")
     args = ap.parse_args()
@@ -126,17 +130,18 @@ def main() -> None:
 
     figures = Figures()
     began = time.monotonic()
-    session = open_session(args.workers)
+    session = open_session(args.workers, settings(args.settings))
     try:
         for run in range(1, args.runs + 1):
             if run > 1 and not args.reuse_stack:
                 stop_stack(session.stack)
-                session = open_session(args.workers)
+                session = open_session(args.workers, settings(args.settings))
             measure(session, args, run, figures)
     finally:
         stop_stack(session.stack)
     figures.text("stack", f"{'one stack start for all runs' if args.reuse_stack else 'a fresh stack per run'}; "
                           f"{time.monotonic() - began:.0f} s in all")
+    figures.text("config set (--set)", ", ".join(args.settings) or "none: the dev defaults")
     figures.print(f"outbound benchmark (this machine: 2 cores; every role its own process; "
                   f"{args.workers} processor worker{'s' if args.workers != 1 else ''})")
 
@@ -166,6 +171,8 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
                        int(sf.query(f"select count() from Contact where LastName like '{tag}%'")["totalSize"])))
         return landed[-1][1] >= args.rows
 
+    stage_topics = [("outbox relay", names.changes_outbound), ("processor", names.apply_salesforce)]
+    stage_starts = {topic: topic_ends(stack.endpoints.kafka, topic) for _, topic in stage_topics}
     cpu_before = cpu_seconds(stack)
     profile = (PySpy(args.py_spy, {r: stack.roles.procs[r].pid for r in PROFILED}, stack.state_dir)
                if args.py_spy and run == 1 else None)
@@ -174,7 +181,7 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
         with conn.transaction():
             conn.execute("insert into contacts (first_name, last_name, email) select 'F' || g, %s::text || g, "
                          "'b' || g || '@x.test' from generate_series(1, %s) g", [tag, args.rows])
-        committed = time.perf_counter()
+        committed, committed_wall = time.perf_counter(), time.time()
         wait_until(all_there, 300, f"{args.rows:,} records in Salesforce", interval=0.1)
         wall = time.perf_counter() - committed
     cpu_after = cpu_seconds(stack)
@@ -187,6 +194,8 @@ def measure(session: Session, args: argparse.Namespace, run: int, figures: Figur
 
     figures.add("wall time commit -> all in Salesforce (s)", wall, "{:.2f}", note="goal < 10 s")
     figures.add("throughput (records/s)", rate)
+    add_stages(figures, stack.endpoints.kafka, committed_wall,
+               [(label, topic, stage_starts[topic]) for label, topic in stage_topics], wall, args.rows)
     half_at = next((t for t, n in landed if n >= args.rows / 2), committed + wall)
     figures.add("  first half of the records (records/s)", args.rows / 2 / max(1e-3, half_at - committed))
     figures.add("  second half of the records (records/s)", args.rows / 2 / max(1e-3, committed + wall - half_at))

@@ -11,6 +11,7 @@ one run says little.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,17 +28,41 @@ from typing import Any
 
 import psutil
 import psycopg
+import yaml
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from sfsync.devstack.process import spawn, stop_process
 from sfsync.devstack.stack import DevStack
 
 
-def start_stack(workers: int = 1) -> DevStack:
+def settings(pairs: list[str]) -> dict[str, Any]:
+    """``--set`` options (``sinks.salesforce.linger_ms=50``: a dotted key, a YAML value) as a base config
+    for :class:`DevStack`: each named section is the demo config's with the keys set."""
+    from sfsync.devstack.stack import demo_config
+
+    demo = demo_config()
+    base: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) < 2 or not all(path):
+            raise SystemExit(f"--set {pair!r}: give section.key=value, e.g. sinks.salesforce.linger_ms=50")
+        if path[0] == "objects":
+            raise SystemExit("--set: the benchmarks run the demo mapping; objects cannot be set")
+        section = base.setdefault(path[0], copy.deepcopy(demo.get(path[0], {})))
+        for part in path[1:-1]:
+            section = section.setdefault(part, {})
+        section[path[-1]] = yaml.safe_load(text)
+    return base
+
+
+def start_stack(workers: int = 1, base_config: dict[str, Any] | None = None) -> DevStack:
     """The dev stack with the demo mapping and tables, exactly as ``sfsync dev`` runs it, with ``workers``
-    processor workers (``processor``, ``processor#2``, ...: one consumer group sharing the partitions)."""
+    processor workers (``processor``, ``processor#2``, ...: one consumer group sharing the partitions) and
+    ``base_config`` (:func:`settings`) over the demo config."""
     state_dir = Path(tempfile.mkdtemp(prefix="sfsync-bench-"))
-    stack = DevStack(state_dir, replicas={"processor": workers} if workers != 1 else None)
+    stack = DevStack(state_dir, base_config=base_config,
+                     replicas={"processor": workers} if workers != 1 else None)
     # The roles inherit the working directory, and the processor keeps its RocksDB files under the relative
     # ``processor.data_dir`` (``.sfsync/processor/<group>``): from the repository, every fresh stack would
     # open the files the previous one left (same group name, another broker). In the stack's own directory
@@ -336,6 +361,24 @@ def read_from(bootstrap: str, topic: str, start: dict[int, int], timeout: float 
         return out
     finally:
         consumer.close()
+
+
+def add_stages(figures: Figures, bootstrap: str, started: float, stages: list[tuple[str, str, dict[int, int]]],
+               landed_s: float, records: int) -> None:
+    """When each stage of the bulk phase had written half and all of its records, in seconds from the bulk
+    phase's start (``started``, epoch seconds): ``stages`` are (label, topic, that topic's ends before the
+    phase), read back from the topics (each record's Kafka timestamp; the first ``records`` of the phase, in
+    time order, so echoes and other later records do not count). The stage that finishes far behind the one
+    before it is where a bulk load queues; ``landed_s`` is the target's own finish."""
+    for label, topic, start in stages:
+        times = sorted(kafka_time(m) for m in read_from(bootstrap, topic, start))[:records]
+        if len(times) < records:
+            figures.text(f"bulk stage done (s): {label}", f"only {len(times)} of {records} records read back")
+            continue
+        figures.add(f"bulk stage half (s): {label}", times[len(times) // 2 - 1] - started, "{:.2f}")
+        figures.add(f"bulk stage done (s): {label}", times[-1] - started, "{:.2f}",
+                    note=f"the last of the {records} records in {topic}")
+    figures.add("bulk stage done (s): target", landed_s, "{:.2f}", note="every record at the target")
 
 
 def kafka_time(msg: Message) -> float:

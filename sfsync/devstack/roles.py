@@ -51,9 +51,7 @@ class RoleSet:
         """Start (or restart) one role process. ``name`` is the role, or ``role#N`` for another replica."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         role = name.split("#", 1)[0]
-        url_file = self.health_url_file(name)
-        url_file.unlink(missing_ok=True)
-        self.health.pop(name, None)
+        url_file = self.forget_health_url(name)
         proc = spawn([sys.executable, "-m", "sfsync", "run", role, "--config", str(self.config_path),
                       "--health-port", "0", "--health-url-file", str(url_file)], self.log_path(name), env=self.env)
         self.procs[name] = proc
@@ -61,6 +59,13 @@ class RoleSet:
 
     def health_url_file(self, name: str) -> Path:
         return self.log_dir / f"{name.replace('#', '-')}.health-url"
+
+    def forget_health_url(self, name: str) -> Path:
+        """Before (re)starting ``name``: drop its old health URL; the file its new process writes the URL to."""
+        url_file = self.health_url_file(name)
+        url_file.unlink(missing_ok=True)
+        self.health.pop(name, None)
+        return url_file
 
     def health_url(self, name: str) -> str | None:
         """The role's health server URL, once the role wrote it (its server listens)."""

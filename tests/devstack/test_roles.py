@@ -40,9 +40,7 @@ class ScriptedRoles(RoleSet):
     def start(self, name: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         code, self.starts = self.exits[self.starts], self.starts + 1
-        url_file = self.health_url_file(name)
-        url_file.unlink(missing_ok=True)
-        self.health.pop(name, None)
+        url_file = self.forget_health_url(name)
         script = SERVE.format(url_file=str(url_file)) if code is None else f"raise SystemExit({code})"
         self.procs[name] = spawn([sys.executable, "-c", script], self.log_path(name))
         return self.procs[name]
