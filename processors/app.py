@@ -75,6 +75,7 @@ from processors.entry import Entry, EntryCache, dump_entry, load_entry
 from processors.identity import adopt, needs_pull, wait_over, with_sfid
 from processors.mapping import Failed, Filtered, Mapped, Skipped, map_inbound, map_outbound
 from processors.order import SourceOrder, Verdict
+from processors.stall import StallWatch, WaitingProbe, watch_stall
 from processors.state import SourcePosition
 from processors.store import read_in_partition, store_settings, write_in_partition
 from sfsync.config import SfsyncConfig
@@ -109,6 +110,8 @@ class ProcessorStats:
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
+        #: events the agent received from its stream (:mod:`processors.stall` reads it from another thread)
+        self.events = 0
 
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -542,6 +545,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 acks.done(held)
 
         async for event in stream.events():
+            stats.events += 1
             msg = event.message
             if not order.known(msg.tp):
                 start_assigned()
@@ -753,9 +757,40 @@ def restart_stuck_join(app: faust.App, watch: JoinWatch) -> None:
         watch.joining("revocation")
 
 
+def restart_stalled(app: faust.App, stats: ProcessorStats, cfg: SfsyncConfig) -> None:
+    """Exit with 75 when this worker holds partitions with records waiting and handles none of them for
+    ``processor.stall_timeout_s`` (:mod:`processors.stall`). Armed once a rebalance completed with source
+    partitions assigned; a revocation disarms it (table recovery can rightly take long)."""
+    names = TopicNames(cfg.kafka.topic_prefix)
+    sources = {names.changes_inbound, names.changes_outbound, names.links}
+    watch = StallWatch(cfg.processor.stall_timeout_s)
+    held: list[frozenset[tuple[str, int]]] = [frozenset()]  # replaced whole: the watchdog thread reads it
+    probe = WaitingProbe(cfg.kafka, names.processor_group, markers={names.changes_inbound})
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _assigned(_app: Any, *args: Any, signal: Any = None, **kw: Any) -> None:
+        held[0] = frozenset((tp.topic, tp.partition) for tp in (args[0] if args else kw.get("assigned", ()))
+                            if tp.topic in sources)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _revoked(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        watch.disarm()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def _complete(_app: Any, *_args: Any, signal: Any = None, **_kw: Any) -> None:
+        if held[0]:
+            watch.arm(time.monotonic())
+        else:
+            watch.disarm()
+
+    watch_stall(watch, lambda: probe.waiting(held[0]), lambda: stats.events,
+                interval_s=max(0.5, min(10.0, cfg.processor.stall_timeout_s / 6)))
+
+
 def run(cfg: SfsyncConfig, loglevel: str = "warn", health: Health | None = None) -> None:
     """Run one processor worker until SIGINT/SIGTERM (faust handles both), or until its group join is
-    stuck for ``kafka.join_timeout_ms`` (exit 75, :data:`sfsync.health.RESTART_EXIT_CODE`)."""
+    stuck for ``kafka.join_timeout_ms``, or it stalls for ``processor.stall_timeout_s`` (both exit 75,
+    :data:`sfsync.health.RESTART_EXIT_CODE`)."""
     use_uvloop()
     app, stats = build_app(cfg)
     if health is not None:
@@ -763,6 +798,8 @@ def run(cfg: SfsyncConfig, loglevel: str = "warn", health: Health | None = None)
     watch = JoinWatch(cfg.kafka.join_timeout_ms / 1000)
     restart_stuck_join(app, watch)
     watch_join(watch, "processor")
+    if cfg.processor.stall_timeout_s > 0:
+        restart_stalled(app, stats, cfg)
 
     @app.task
     async def quiet_libraries() -> None:

@@ -165,6 +165,9 @@ class ProcessorConfig(_Strict):
     #: pull and a handover over the links topic, :mod:`processors.identity`); then they are decided without it
     #: (logged, counted ``identity.timed_out``). A worker that holds both partitions moves it without waiting
     identity_wait_s: float = Field(30.0, gt=0, le=3_600)
+    #: a worker holding partitions with records waiting that handles no event for this long exits with 75 to
+    #: be restarted (:mod:`processors.stall`); 0: never
+    stall_timeout_s: float = Field(120.0, ge=0, le=86_400)
 
     @field_validator("data_dir")
     @classmethod

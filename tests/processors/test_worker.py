@@ -10,6 +10,7 @@ test has its own topic prefix (the ``kafka_config`` fixture).
 from __future__ import annotations
 
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from sfsync.devstack.process import free_port
 from sfsync.devstack.roles import RoleSet
 from sfsync.devstack.stack import demo_config
 from sfsync.failures import Origin, parse_failure_headers
+from sfsync.health import RESTART_EXIT_CODE
 from sfsync.kafka.topics import TopicNames, apply_topics
 from sfsync.records import ApplyCommand, ChangeEvent, Operation, Source
 from sfsync.serde import Serde
@@ -386,6 +388,40 @@ def test_a_failing_schema_registry_stops_the_worker_without_committing_the_chang
     assert got.values == {"FirstName": "Ada", "LastName": "Lovelace"}
 
 
+def test_a_worker_stalled_on_a_registry_that_never_answers_exits_for_a_restart_and_loses_nothing(
+        processor_harness: ProcessorHarness) -> None:
+    """The schema registry accepts the connection and never answers: the worker's first encode blocks its
+    event loop for good, with the change read and not committed. Its health would go stale, but nothing in
+    the worker ends it; the stall watchdog (:mod:`processors.stall`), a thread that asks the broker what
+    waits on the worker's partitions, exits with 75 once no event was handled for
+    ``processor.stall_timeout_s`` while a record waited. A worker started once the registry is fixed sends
+    the change.
+
+    Failed before the watchdog: the worker stayed alive, assigned and silent (the test timed out waiting for
+    it to stop)."""
+    h = processor_harness
+    source, target = h.names.changes_outbound, h.names.apply_salesforce
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)  # the kernel accepts the connection; nobody ever reads or answers
+        h.raw["kafka"]["schema_registry"] = {"url": f"http://127.0.0.1:{black_hole.getsockname()[1]}"}
+        h.raw["processor"] = {**h.raw.get("processor", {}), "stall_timeout_s": 2}
+        h.write_config()
+        h.start()
+        change = outbound_change("7", Operation.CREATE, first_name="Ada", last_name="Lovelace")
+        offset = h.produce(source, change, KEY)
+        h.wait_until(lambda: not h.alive(), "the stalled worker to exit")
+        assert h.exit_code() == RESTART_EXIT_CODE, h.log()
+        assert "no change handled for" in h.log() and "exiting with 75" in h.log()
+        _not_committed(h, source, offset)
+
+    del h.raw["kafka"]["schema_registry"]  # the operator fixes the registry
+    h.write_config()
+    h.start()
+    got = h.wait_until(lambda: by_event(h.commands(target)).get(change.event_id), "the change after the restart")
+    assert got.values == {"FirstName": "Ada", "LastName": "Lovelace"}
+
+
 def test_a_failed_send_stops_the_worker_without_committing_the_change(processor_harness: ProcessorHarness) -> None:
     """The producer refuses the apply command (larger than its ``max_request_size``): the send fails. The DLQ
     would take the same producer and a change as large, so the worker stops without committing the change
@@ -614,8 +650,6 @@ def test_a_worker_whose_group_join_is_stuck_exits_for_its_supervisor_to_restart(
 
     Failed before the fix: nothing timed the join; the worker waited as long as the group made it wait.
     """
-    from sfsync.health import RESTART_EXIT_CODE
-
     h = processor_harness
     h.raw["kafka"].update(session_timeout_ms=20_000, heartbeat_interval_ms=1_000, join_timeout_ms=3_000)
     h.write_config()
