@@ -16,6 +16,14 @@ from processors.stall import StallWatch, WaitingProbe, watch_stall
 from sfsync.config import KafkaConfig, build_config
 from sfsync.health import RESTART_EXIT_CODE
 
+Look = tuple[float, int, int, object]  # (now, waiting, events, what stalled() answers)
+
+
+def _armed_at(t: float, looks: list[Look]) -> None:
+    watch = StallWatch(after_s=10)
+    watch.arm(t)
+    assert [watch.stalled(now, waiting=w, events=e) for now, w, e, _ in looks] == [x for *_, x in looks]
+
 
 def test_not_armed_never_stalls() -> None:
     watch = StallWatch(after_s=10)
@@ -24,22 +32,16 @@ def test_not_armed_never_stalls() -> None:
 
 
 def test_records_waiting_and_no_event_handled_for_the_timeout_is_a_stall() -> None:
-    watch = StallWatch(after_s=10)
-    watch.arm(0.0)
-    assert watch.stalled(1.0, waiting=5, events=7) is None  # the first look after arming is progress
-    assert watch.stalled(10.9, waiting=5, events=7) is None
-    assert watch.stalled(11.0, waiting=5, events=7) == pytest.approx(10.0)
+    _armed_at(0.0, [(1.0, 5, 7, None),  # the first look after arming is progress
+                    (10.9, 5, 7, None), (11.0, 5, 7, pytest.approx(10.0))])
 
 
 def test_an_event_handled_or_nothing_waiting_is_progress() -> None:
-    watch = StallWatch(after_s=10)
-    watch.arm(0.0)
-    watch.stalled(1.0, waiting=5, events=7)
-    assert watch.stalled(9.0, waiting=5, events=8) is None  # handled one: the clock starts again
-    assert watch.stalled(18.0, waiting=5, events=8) is None
-    assert watch.stalled(19.0, waiting=0, events=8) is None  # idle is not stalled
-    assert watch.stalled(28.0, waiting=3, events=8) is None
-    assert watch.stalled(29.0, waiting=3, events=8) == pytest.approx(10.0)
+    _armed_at(0.0, [(1.0, 5, 7, None),
+                    (9.0, 5, 8, None),  # handled one: the clock starts again
+                    (18.0, 5, 8, None),
+                    (19.0, 0, 8, None),  # idle is not stalled
+                    (28.0, 3, 8, None), (29.0, 3, 8, pytest.approx(10.0))])
 
 
 def test_a_revocation_disarms_and_arming_again_starts_the_clock_afresh() -> None:
