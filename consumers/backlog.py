@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, OFFSET_INVALID, Consumer, KafkaException, TopicPartition
 
+from sfsync.kafka.lag import upstream_remainder
+
 log = logging.getLogger("sfsync.sink.backlog")
 
 
@@ -54,18 +56,6 @@ def batch_complete(state: FillState, waiting: int | None) -> bool:
     # Keep filling only while enough is known to be on its way to fill the batch: a backlog. A trickle
     # (a record or two in flight at any moment) goes out after the linger, as before.
     return waiting < state.batch_size - state.size or state.since_last_arrival_s >= state.stall_s
-
-
-def upstream_remainder(low: int, high: int, committed: int, seen: int, markers: bool) -> int:
-    """Changes of one upstream partition the processor may still turn into commands for this sink.
-
-    Everything below the processor's committed offset, and up to the newest change this sink has
-    received a command of, is done. ``markers``: the topic is written in transactions, whose commit
-    marker takes an offset of its own; a remainder of one is then that marker, not a change.
-    """
-    start = max(low, committed, seen + 1)
-    remainder = max(0, high - start)
-    return 0 if markers and remainder <= 1 else remainder
 
 
 class BacklogProbe:

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_INVALID, KafkaException, TopicPartition
 
-from consumers.backlog import upstream_remainder
 from sfsync.config import KafkaConfig
 from sfsync.health import RESTART_EXIT_CODE
 from sfsync.kafka.clients import make_consumer
 from sfsync.kafka.ends import partition_ends
+from sfsync.kafka.lag import upstream_remainder
 
 log = logging.getLogger("sfsync.processor.stall")
 
