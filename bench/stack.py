@@ -32,14 +32,12 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from sfsync.devstack.process import spawn, stop_process
-from sfsync.devstack.stack import DevStack
+from sfsync.devstack.stack import DevStack, demo_config
 
 
 def settings(pairs: list[str]) -> dict[str, Any]:
     """``--set`` options (``sinks.salesforce.linger_ms=50``: a dotted key, a YAML value) as a base config
     for :class:`DevStack`: each named section is the demo config's with the keys set."""
-    from sfsync.devstack.stack import demo_config
-
     demo = demo_config()
     base: dict[str, Any] = {}
     for pair in pairs:

