@@ -32,6 +32,15 @@ def cli(p: Any, *args: str) -> str:
     return result.output
 
 
+def paused_in(p: Any, role: str, sink: str, direction: str) -> None:
+    """Wait until the running ``role`` took the pause: it logs it when it stops writing. A pause reaches a
+    running sink within a fetch wait of ``sfsync pause`` returning (sfsync/operations/control.py), not at
+    once: a change made at once could be written first (CI: 7 of 600 inbound creates landed so)."""
+    line = f"{sink} sink: {direction} paused by the operator"
+    p.wait_until(lambda: line in p.roles.log_path(role).read_text(errors="replace"), ARRIVE_S,
+                 f"{role} to take the pause")
+
+
 def data_calls(p: Any) -> int:
     return sum(n for k, n in p.emulator.control.stats()["api_calls"].items() if "composite/sobjects" in k)
 
@@ -93,6 +102,7 @@ def test_outbound_paused_1000_changes_wait_through_a_sink_restart_then_arrive_in
     p.start(["salesforce-sink", "processor", "postgres-producer"])
     p.wait_ready()
     cli(p, "pause", "outbound")
+    paused_in(p, "salesforce-sink", "salesforce", "outbound")
     p.emulator.control.reset_stats()
     with p.db() as conn, conn.transaction():
         ids = [r[0] for r in conn.execute(
@@ -133,6 +143,7 @@ def test_inbound_paused_1000_changes_wait_through_a_sink_restart_then_arrive_in_
     p.start(["postgres-sink", "processor", "salesforce-producer"])
     p.wait_ready()
     cli(p, "pause", "inbound")
+    paused_in(p, "postgres-sink", "postgres", "inbound")
     sf = p.sf()
     sfids: list[str] = []
     for start in range(0, 600, 200):
