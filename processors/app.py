@@ -244,21 +244,17 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             out = Outgoing(out.topic, out.key, out.value, [], local, dump_entry(moved), moved, link.partition)
         return [out]
 
-    def moved_here(obj: str, sfid: str, local_key: str, local: bytes, partition: int
-                   ) -> tuple[Entry, list[Outgoing]]:
+    def moved_here(sfid: str, local_key: str, local: bytes, partition: int) -> tuple[Entry, list[Outgoing]]:
         """The state of a record created locally, moved in place to its sfid key: this worker holds the local
-        key's partition too, so nothing waits for a pull and a handover. What is sent is what that round trip
-        leaves behind: the sfid recorded under the local key (in the local key's partition), and the pull and
-        the handover on the links topic (the identity map; the pull carries no partition: nobody waits)."""
+        key's partition too, so nothing waits for a pull and a handover, and nothing goes to the links topic
+        (nobody would read it: the pull would need no answer, and the handover would find the state adopted
+        already). What is kept is what that round trip leaves behind in the Table: the sfid recorded under
+        the local key (in the local key's partition), and the adopted entry under the sfid."""
         raw = read_in_partition(records.data, partition, local)
         found = entries.get(local, raw)
         if found is None and raw is not None:
             found = load_entry(raw)
-        out = [Outgoing(links, local, serde.encode(Link(kind=LinkKind.PULL, object=obj, sfid=sfid,
-                                                        local_key=local_key), links), []),
-               Outgoing(links, record_key(obj, sfid=sfid).encode(),
-                        serde.encode(Link(kind=LinkKind.HANDOVER, object=obj, sfid=sfid, local_key=local_key,
-                                          entry=raw if found is not None else None), links), [])]
+        out: list[Outgoing] = []
         if found is not None and found.sfid != sfid:
             named = with_sfid(found, sfid)
             out.append(Outgoing(None, None, b"", [], local, dump_entry(named), named, state_partition=partition))
@@ -319,7 +315,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         stored = entries.get(state_key, raw)
         if stored is None and raw is not None:
             stored = load_entry(raw)
-        moved: list[Outgoing] = []
+        moved: list[Outgoing] | None = None  # a move in place: what it records under the local key
         if needs_pull(stored, change, state_key):
             assert change.sfid and change.local_key
             local = record_key(change.object, local_key=change.local_key).encode()
@@ -331,7 +327,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                 return Parked(state_key, Outgoing(links, pull.kafka_key.encode(), serde.encode(pull, links), []),
                               change.sfid, change.local_key)
             stats.add("identity.moved_here")
-            stored, moved = moved_here(change.object, change.sfid, change.local_key, local, here)
+            stored, moved = moved_here(change.sfid, change.local_key, local, here)
         position = SourcePosition(msg.partition, msg.offset)
         step = next_step(stored, change, result.command, side, result.echo, position, cfg)
         if not step.commands:
@@ -359,7 +355,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             out.append(Outgoing(targets[to], state_key, value, headers))
         if not to_other and not step.losses and not result.echo:
             out.extend(queued_cleared(change, side))  # issue 12: the change ends here; its In Queue goes
-        if moved:
+        if moved is not None:
             out = [*moved, *out]
             if step.entry is None:  # the adopted entry is stored whatever the change does (or it moves again)
                 assert stored is not None
@@ -368,7 +364,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         if entry_value is not None and out and out[-1].state_key is None:
             last = out[-1]
             out[-1] = Outgoing(last.topic, last.key, last.value, last.headers, state_key, entry_value, step.entry)
-        elif entry_value is not None and (step.entry != stored or moved):
+        elif entry_value is not None and (step.entry != stored or moved is not None):
             out.append(Outgoing(None, state_key, b"", [], state_key=state_key, state_value=entry_value,
                                 entry=step.entry))
         return out
