@@ -81,6 +81,7 @@ from processors.store import read_in_partition, store_settings, write_in_partiti
 from sfsync.config import SfsyncConfig
 from sfsync.eventloop import use_uvloop
 from sfsync.failures import Failure, FailureKind, Origin, failure_headers
+from sfsync.gcfreeze import GcFreezer
 from sfsync.health import Health, JoinWatch, exit_unless_gone, watch_join
 from sfsync.kafka.faust_settings import faust_credentials
 from sfsync.kafka.lineage import lineage_headers
@@ -803,6 +804,16 @@ def run(cfg: SfsyncConfig, loglevel: str = "warn", health: Health | None = None)
         # calls cost ~9% of the processor's CPU (py-spy, bench/inbound.py).
         for name in ("faust", "aiokafka", "mode"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+    freezer = GcFreezer()
+
+    @app.task
+    async def freeze_the_heap() -> None:
+        freezer.install()  # the worker is built: what is alive now lives as long as the process
+
+    @app.timer(interval=1.0)
+    async def freeze_survivors() -> None:
+        freezer.tick()  # full collections walk only what is new since the last one (sfsync/gcfreeze.py)
 
     @app.timer(interval=30.0)
     async def report() -> None:
