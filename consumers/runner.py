@@ -26,6 +26,13 @@ Contract (at-least-once, nothing lost):
   poll still returns sought back to; a batch already read is held, never committed unwritten). A paused
   object holds its partition from that object's first command on (order per partition is kept, so
   other objects behind it in that partition wait too); the other partitions flow.
+- Acknowledged pause (:mod:`sfsync.operations.acks`): ``sfsync pause`` returns once every running sink took
+  it. The loop marks the control state applied (:meth:`ControlFollower.mark_applied`, acknowledged by the
+  follower's thread) only where no write is under way: at the top of each turn, and while it waits out a
+  pause or an outage. Every write attempt is screened right before it against the state then (the direction,
+  and each command's object again: a batch held through a pause or an outage meets the pauses made
+  meanwhile; a command of an object paused since holds its partition from there, and that partition's rest
+  of the batch is neither written nor committed), so nothing a marked pause covers is written after the mark.
 - Every batch is screened against per-field versions kept at the target
   (:mod:`consumers.versions`): a retry writes the fields it alone carries and
   never overwrites a newer value, across restarts, rebalances and replicas.
@@ -75,6 +82,7 @@ from sfsync.health import Health
 from sfsync.kafka.clients import CheckedProducer, commit_messages, make_consumer, make_producer
 from sfsync.kafka.lineage import read_lineage
 from sfsync.kafka.topics import TopicNames
+from sfsync.operations.acks import AckPublisher
 from sfsync.operations.alerts import (
     DOWN_AFTER,
     DownWatch,
@@ -90,6 +98,9 @@ from sfsync.salesforce.budget import usage_share
 from sfsync.serde import DecodeError, Serde
 
 log = logging.getLogger("sfsync.sink")
+
+#: no cut in a partition (:meth:`SinkRunner._screen_objects`)
+_NO_CUT = 2**63
 
 AfterWrite = Callable[[list[ApplyCommand], list[Failure | None]], None]
 Usage = Callable[[], "tuple[int, int] | None"]
@@ -159,7 +170,10 @@ class SinkRunner:
         self._delayed: dict[tuple[str, int], float] = {}
         #: partitions held at the first command of an object the operator paused: partition -> object
         self._object_held: dict[tuple[str, int], str] = {}
-        self.control = ControlFollower(cfg.kafka, f"{sink.name}-sink")
+        acks = AckPublisher(cfg.kafka, sink.direction, sink.name)
+        #: the id this instance acknowledges control changes under (``sfsync pause`` names it)
+        self.instance = acks.instance
+        self.control = ControlFollower(cfg.kafka, f"{sink.name}-sink", acks)
         self.streak = FailureStreak(cfg.alerts.consecutive_failures)
         self.down = DownWatch(down_after_s)
         warn = cfg.alerts.api_budget_warn_share
@@ -187,6 +201,7 @@ class SinkRunner:
                                     on_revoke=self._on_revoke)
             while not stop.is_set():
                 self.health.beat()
+                self._mark_applied()  # no write under way: what follows is screened against this state or newer
                 self.backlog.pump()
                 self._resume_due()
                 self._release_objects()
@@ -238,6 +253,11 @@ class SinkRunner:
     def _direction_paused(self) -> bool:
         return self.control.state.direction_paused(self.direction)
 
+    def _mark_applied(self) -> None:
+        """The control state now is in force from here on (call only where no write is under way; see the
+        module doc): the follower acknowledges it."""
+        self.control.mark_applied(self.control.state)
+
     def _wait_while_paused(self, stop: threading.Event) -> bool:
         """Keep the group membership while the operator pauses this direction; True once resumed,
         False when stopped first. Partitions are resumed afterwards (holds re-establish themselves)."""
@@ -247,6 +267,7 @@ class SinkRunner:
                 if stop.is_set():
                     return False
                 self.health.beat()
+                self._mark_applied()  # a batch held here is screened again before it is written
                 self.backlog.pump()
                 self._keep_alive_paused()
         finally:
@@ -346,16 +367,19 @@ class SinkRunner:
                 continue
             consumed.append(msg)
             batch.append((msg, command))
+        cut: dict[tuple[str, int], int] = {}
         if batch:
-            outcome = self._write_until_accepted(batch, stop)
+            outcome = self._write_until_accepted(batch, stop, cut)
             if outcome is None:
                 return  # stopping while the target was unavailable: nothing committed
             batch, results, superseded = outcome
             self._route(batch, results, superseded)
         self.producer.flush(60)
-        # partitions taken away meanwhile (a rebalance during an outage) are their new owner's: not committed
+        # partitions taken away meanwhile (a rebalance during an outage) are their new owner's, and a partition
+        # held for an object paused since the batch was read is read again from the held command: not committed
         owned = self._assigned()
-        self._commit([m for m in consumed if (m.topic() or "", m.partition() or 0) in owned])
+        self._commit([m for m in consumed if (tp := (m.topic() or "", m.partition() or 0)) in owned
+                      and (m.offset() or 0) < cut.get(tp, _NO_CUT)])
         self.stats.batches += 1
 
     def _assigned(self) -> set[tuple[str, int]]:
@@ -370,7 +394,8 @@ class SinkRunner:
             log.warning("%s sink: offsets not committed, the batch is abandoned to the partitions' new owner (%s)",
                         self.sink.name, e)
 
-    def _write_until_accepted(self, batch: list[tuple[Message, ApplyCommand]], stop: threading.Event
+    def _write_until_accepted(self, batch: list[tuple[Message, ApplyCommand]], stop: threading.Event,
+                              cut: dict[tuple[str, int], int]
                               ) -> tuple[list[tuple[Message, ApplyCommand]], list[Failure | None], set[int]] | None:
         """Write ``batch`` until the target takes it: (what was written, its results, the indexes of superseded
         commands); ``None`` when stopped.
@@ -378,7 +403,8 @@ class SinkRunner:
         While the target is unavailable every assigned partition stays paused, also those a rebalance
         assigns meanwhile, and anything a keep-alive poll still returns is sought back to, so nothing
         received is lost. Before each attempt, the records of partitions taken away are dropped from the
-        batch: their new owner writes them.
+        batch: their new owner writes them; and the batch is screened against the objects paused then
+        (:meth:`_screen_objects`, which records in ``cut`` where a partition is held from).
         """
         backoff = Backoff(0.5, 30.0)
         paused = False
@@ -392,8 +418,9 @@ class SinkRunner:
                 if paused:
                     owned = self._assigned()
                     batch = [(m, c) for m, c in batch if (m.topic() or "", m.partition() or 0) in owned]
-                    if not batch:
-                        return [], [], set()
+                batch = self._screen_objects(batch, cut)
+                if not batch:
+                    return [], [], set()
                 try:
                     results, superseded = self._write_versioned([c for _, c in batch])
                     if alerted is not None:
@@ -419,6 +446,7 @@ class SinkRunner:
                         if stop.is_set():
                             return None
                         self.health.beat()
+                        self._mark_applied()  # the batch is screened again before the next attempt
                         if not e.alert and self.down.check() is StreakEvent.ALERT:
                             self._send_connection_alert()
                         self._keep_alive_paused()
@@ -427,6 +455,27 @@ class SinkRunner:
         finally:
             if paused:
                 self.consumer.resume(self.consumer.assignment())
+
+    def _screen_objects(self, batch: list[tuple[Message, ApplyCommand]], cut: dict[tuple[str, int], int]
+                        ) -> list[tuple[Message, ApplyCommand]]:
+        """``batch`` without what an object pause holds now: at a paused object's first command of a partition
+        the partition is held (:meth:`_hold_for_object`) and ``cut`` records its offset; that command and the
+        partition's rest of the batch are dropped (read again on the object's resume, in order)."""
+        paused = self.control.state.paused_objects(self.direction)
+        if not paused:
+            return batch
+        kept = []
+        for msg, command in batch:  # in offset order per partition
+            tp = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            if offset >= cut.get(tp, _NO_CUT):
+                continue
+            if command.object in paused:
+                cut[tp] = offset
+                self._hold_for_object(msg, command.object)
+                continue
+            kept.append((msg, command))
+        return kept
 
     def _keep_alive_paused(self) -> None:
         """Poll to keep the group membership, with every assigned partition paused (a rebalance may have

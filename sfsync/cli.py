@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,12 @@ from rich.table import Table
 
 from sfsync.config import ConfigError, SfsyncConfig, load_config, read_yaml, resolve_config_path
 from sfsync.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sfsync.operations.acks import AckReport
+    from sfsync.records import SinkAck
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Two-way Salesforce <-> PostgreSQL sync over Kafka.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate configuration.")
@@ -608,7 +614,14 @@ def _kafka_down(cfg: SfsyncConfig, e: Exception) -> typer.Exit:
     return _fail(f"cannot reach Kafka at {cfg.kafka.bootstrap_servers}: {e}", 1)
 
 
-def _control(action_name: str, direction: str, obj: str | None, reason: str | None, config: Path | None) -> None:
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", min=0, help="Wait up to this many seconds until every running sink of the direction took it "
+                          "(0: return once the broker has it).")]
+
+
+def _control(action_name: str, direction: str, obj: str | None, reason: str | None, config: Path | None,
+             wait: float) -> None:
+    from sfsync.operations.acks import wait_for_acks
     from sfsync.operations.control import ControlScope, set_control
     from sfsync.records import ControlAction
 
@@ -617,26 +630,73 @@ def _control(action_name: str, direction: str, obj: str | None, reason: str | No
     if obj is not None and obj not in cfg.objects:
         raise _fail(f"unknown object {obj!r}; mapped objects: {', '.join(cfg.objects) or '(none)'}", 2)
     try:
-        record = set_control(cfg, scope, ControlAction(action_name), reason=reason)
+        written = set_control(cfg, scope, ControlAction(action_name), reason=reason)
     except Exception as e:  # KafkaException, DeliveryError, FlushTimeout
         raise _kafka_down(cfg, e) from None
+    record = written.record
     console.print(f"{scope}: {record.action.value}d by {record.requested_by} at {record.ts:%Y-%m-%d %H:%M:%S} UTC")
+    if wait <= 0:
+        return
+    try:
+        report = wait_for_acks(cfg, scope.direction, written.position, wait)
+    except Exception as e:  # KafkaException, LookupError
+        raise _kafka_down(cfg, e) from None
+    _print_acks(report, record.action.value, wait)
+
+
+def _print_acks(report: AckReport, action: str, wait: float) -> None:
+    """Which sink instances took the change; exit 1 when a running one did not within ``wait`` seconds."""
+    from sfsync.operations.acks import STALE_BEATS
+    from sfsync.records import utcnow
+
+    now = utcnow()
+
+    def named(acks: Iterable[SinkAck]) -> str:
+        return ", ".join(a.instance for a in acks)
+
+    def ago(ack: SinkAck) -> str:
+        return f"{ack.instance} (last beat {max(0.0, (now - ack.ts).total_seconds()):.0f} s ago)"
+
+    direction = report.direction.value
+    if report.acknowledged:
+        sinks = sorted({a.sink for a in report.acknowledged})
+        n = len(report.acknowledged)
+        console.print(f"acknowledged by {n} running {'/'.join(sinks)} sink{'s' if n > 1 else ''}: "
+                      f"{named(report.acknowledged)}", soft_wrap=True)
+    elif report.done:
+        console.print(f"no running {direction} sink to wait for: a sink that starts reads the control state "
+                      "before it writes anything", soft_wrap=True)
+    if report.stale:
+        console.print(f"not waited for (silent for over {STALE_BEATS} beats, taken for stopped): "
+                      + ", ".join(ago(a) for a in report.stale), soft_wrap=True)
+    if not report.complete:
+        raise _fail(f"{action} is in force, but the control topic could not be read to its end within {wait:g} s: "
+                    "which sinks took it is unknown", 1)
+    if report.pending:
+        raise _fail(f"{action} is in force, but {len(report.pending)} running {direction} sink instance(s) did not "
+                    f"acknowledge it within {wait:g} s: " + ", ".join(ago(a) for a in report.pending)
+                    + ("; they may still write what the pause covers" if action == "pause" else
+                       "; they may not write yet")
+                    + " (check their logs; an instance that was killed stops counting once silent for "
+                    f"{STALE_BEATS} beats)", 1)
 
 
 @app.command()
 def pause(direction: DirectionArg, object: ObjectOpt = None,
           reason: Annotated[str | None, typer.Option(help="Why (shown by `sfsync status`).")] = None,
-          config: ConfigOpt = None) -> None:
-    """Pause a direction's sink (or one object of it): capture keeps going, nothing is written or dropped."""
-    _control("pause", direction, object, reason, config)
+          wait: WaitOpt = 30.0, config: ConfigOpt = None) -> None:
+    """Pause a direction's sink (or one object of it): capture keeps going, nothing is written or dropped.
+    Returns once every running sink of the direction took the pause (writes nothing more of it)."""
+    _control("pause", direction, object, reason, config, wait)
 
 
 @app.command()
 def resume(direction: DirectionArg, object: ObjectOpt = None,
            reason: Annotated[str | None, typer.Option(help="Why.")] = None,
-           config: ConfigOpt = None) -> None:
-    """Resume a paused direction (or object): what queued meanwhile flows, in order per record."""
-    _control("resume", direction, object, reason, config)
+           wait: WaitOpt = 30.0, config: ConfigOpt = None) -> None:
+    """Resume a paused direction (or object): what queued meanwhile flows, in order per record. Returns once
+    every running sink of the direction took the resume."""
+    _control("resume", direction, object, reason, config, wait)
 
 
 def _when(ts: Any) -> str:

@@ -11,6 +11,8 @@ dataclass          schema file           topics
 ``MetricSample``   metric_sample.avsc    ``sfsync.metrics``
 ``Alert``          alert.avsc            ``sfsync.alerts``
 ``ControlRecord``  control_record.avsc   ``sfsync.control`` (compacted)
+``SinkAck``        sink_ack.avsc         ``sfsync.control`` (compacted, ``ack:`` keys)
+``Link``           link.avsc             ``sfsync.links`` (compacted)
 =================  ====================  ==========================================
 
 Contracts (shared by every role):
@@ -97,6 +99,7 @@ __all__ = [
     "Operation",
     "Record",
     "RecordStatus",
+    "SinkAck",
     "Source",
     "SyncState",
     "decode_value",
@@ -449,11 +452,12 @@ _SCHEMA_DEFAULT: Mapping[str, bool] = MappingProxyType({_SCHEMA_DEFAULT_KEY: Tru
 """``field(metadata=...)`` of a factory-default field whose schema field has a default (see ``_has_schema_default``)."""
 
 _AS_IS: frozenset[Any] = frozenset(
-    {str, int, float, datetime, str | None, int | None, bytes | None, datetime | None, list[str], dict[str, str]}
+    {str, int, float, datetime, str | None, int | None, bytes | None, datetime | None, list[str], dict[str, str],
+     dict[str, int]}
 )
 """Field types fastavro writes and reads unchanged: string/int/long/double, an aware ``datetime`` as
 ``timestamp-micros`` (read back as UTC), ``["null", T]`` unions (``bytes``: Avro bytes), arrays and maps of
-strings."""
+strings (and maps of longs)."""
 
 _Convert: TypeAlias = Callable[[Any], Any]
 
@@ -797,9 +801,10 @@ class Link(_AvroCodec):
     land on another partition. The processor moves the record's state across with two links
     (:mod:`processors.identity`): a **pull** keyed by the local key, sent by the worker that met the record
     under its sfid with no state, and the **handover** keyed by the sfid, sent back with the state kept under
-    the local key (``entry``: the Table value, ``None`` when there was none). Compacted, the latest of each
-    key is the identity map both ways. ``partition`` (a pull): the partition of the parked changes, where
-    the handover is sent, so it meets them whatever partitioner placed them.
+    the local key (``entry``: the Table value, ``None`` when there was none). Only records moved between two
+    workers go round (a worker holding both keys moves the state in place). ``partition`` (a pull): the
+    partition of the parked changes, where the handover is sent, so it meets them whatever partitioner placed
+    them.
     """
 
     AVRO_SCHEMA: ClassVar[str] = "link"
@@ -830,7 +835,45 @@ class Link(_AvroCodec):
         return record_key(self.object, sfid=self.sfid)
 
 
-Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord | Link
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SinkAck(_AvroCodec):
+    """What one running sink instance has applied of the control topic, and that it is alive.
+
+    On the compacted control topic under ``ack:<direction>:<instance>`` (:mod:`sfsync.operations.acks`), so
+    ``sfsync pause`` / ``resume`` can wait until every running sink took the change. ``applied`` maps a
+    control-topic partition (decimal text: Avro map keys are strings) to the next offset: every control
+    record below it is in force in the instance's write loop. ``ts`` is the instance's last beat (one every
+    ``beat_ms``); readers take an instance silent for a few beats for dead. Always written in single-object
+    encoding, never registered with a schema registry (the control topic's subject holds ``ControlRecord`` s;
+    :mod:`sfsync.operations.acks` says why).
+    """
+
+    AVRO_SCHEMA: ClassVar[str] = "sink_ack"
+    AVRO_NAME: ClassVar[str] = "io.sfsync.SinkAck"
+
+    direction: Direction
+    sink: str
+    instance: str
+    applied: dict[str, int]
+    beat_ms: int
+    ts: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        s(self, "direction", _enum("direction", Direction, self.direction))
+        s(self, "applied", dict(self.applied))
+        if not self.instance:
+            raise ValueError("SinkAck: instance must be non-empty")
+        if self.beat_ms <= 0:
+            raise ValueError("SinkAck: beat_ms must be positive")
+        s(self, "ts", _aware_utc("ts", self.ts))
+
+    def applied_offset(self, partition: int) -> int:
+        """The next control-topic offset of ``partition`` not applied yet (0: none of it)."""
+        return self.applied.get(str(partition), 0)
+
+
+Record: TypeAlias = ChangeEvent | ApplyCommand | RecordStatus | MetricSample | Alert | ControlRecord | Link | SinkAck
 """Any record sfsync puts on a topic."""
 
 RECORD_TYPES: tuple[type[Record], ...] = (
@@ -841,5 +884,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Alert,
     ControlRecord,
     Link,
+    SinkAck,
 )
 """Every record class, in schema-file order."""

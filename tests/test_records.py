@@ -30,6 +30,7 @@ from sfsync.records import (
     MetricSample,
     Operation,
     RecordStatus,
+    SinkAck,
     Source,
     SyncState,
     decode_value,
@@ -90,6 +91,8 @@ def sample_records() -> list[Any]:
         ControlRecord(direction="inbound", action=ControlAction.PAUSE, requested_by="ops@example.com", ts=NOW),
         Link(kind=LinkKind.HANDOVER, object="Contact", sfid="003000000000001AAA", local_key="42",
              entry=b'{"f": {}}', ts=NOW),
+        SinkAck(direction=Direction.INBOUND, sink="postgres", instance="host-1-ab12", applied={"0": 17},
+                beat_ms=10_000, ts=NOW),
     ]
 
 
@@ -220,7 +223,7 @@ def test_parse_record_key_rejects(bad: str) -> None:
 
 
 def test_record_key_properties() -> None:
-    event, command, status, _, _, control, link = sample_records()
+    event, command, status, _, _, control, link, _ = sample_records()
     assert event.key == "Contact:003000000000001AAA"
     assert command.key == "Contact:003000000000001AAA"
     assert status.kafka_key == "outbound:Contact:local:42"

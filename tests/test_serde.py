@@ -43,6 +43,7 @@ from sfsync.records import (
     MetricSample,
     Operation,
     RecordStatus,
+    SinkAck,
     Source,
     SyncState,
 )
@@ -168,6 +169,8 @@ def sample_records() -> list[Any]:
         ),
         ControlRecord(direction=Direction.OUTBOUND, action=ControlAction.RESUME, requested_by="ops", ts=NOW),
         Link(kind=LinkKind.PULL, object="Contact", sfid="003000000000001AAA", local_key="42", ts=NOW),
+        SinkAck(direction=Direction.OUTBOUND, sink="salesforce", instance="host-2-cd34", applied={"0": 3, "1": 0},
+                beat_ms=5_000, ts=NOW),
     ]
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from processors.entry import Entry, load_entry
 from sfsync.kafka.topics import TopicNames
-from sfsync.records import Link, LinkKind
+from sfsync.records import Link
 from sfsync.serde import Serde
 
 ALL_ROLES = ["postgres-sink", "salesforce-sink", "processor", "postgres-producer", "salesforce-producer"]
