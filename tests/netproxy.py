@@ -11,13 +11,11 @@ import selectors
 import socket
 import threading
 
-from sfsync.devstack.process import free_port
-
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.port = 0  # the first bind takes a port the OS picks (no window for another test to take it)
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
@@ -32,6 +30,7 @@ class TcpProxy:
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", self.port))
+            self.port = listener.getsockname()[1]
             listener.listen(64)
             self._listener = listener
         self._thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
