@@ -10,6 +10,7 @@ import contextlib
 import selectors
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
@@ -22,6 +23,13 @@ class TcpProxy:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.restore()
+
+    def route(self, dsn: str) -> str:
+        """``dsn`` (a URL such as ``postgresql://user@host:port/db``) with its host and port replaced by this
+        proxy's, so a client configured with it connects through the proxy."""
+        url = urlsplit(dsn)
+        user, at, _host = url.netloc.rpartition("@")
+        return urlunsplit(url._replace(netloc=f"{user}{at}127.0.0.1:{self.port}"))
 
     def restore(self) -> None:
         with self._lock:

@@ -6,19 +6,17 @@ that the test cuts and restores).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from netproxy import TcpProxy
+from sink_member import SinkMember
 
-from consumers.postgres.sink import PostgresSink
-from consumers.runner import SinkRunner
-from sfsync.config import SfsyncConfig, build_config
+from sfsync.config import build_config
 from sfsync.database.schema import init_schema
 from sfsync.devstack.stack import demo_config
 from sfsync.kafka.clients import make_producer
@@ -38,31 +36,6 @@ def proxy(postgres_dsn: str) -> Iterator[TcpProxy]:
     p.close()
 
 
-def through(dsn: str, proxy: TcpProxy) -> str:
-    url = urlsplit(dsn)
-    netloc = url.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
-class Member:
-    """One sink replica running in a thread."""
-
-    def __init__(self, cfg: SfsyncConfig) -> None:
-        self.stop = threading.Event()
-        self.runner = SinkRunner(cfg, PostgresSink(cfg, retry_after=0.3, connect_timeout=1))
-        self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def owned(self) -> int:
-        return len(self.runner._owned)
-
-    def leave(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-
-
 def wait(what: str, fn: Any) -> None:
     deadline = time.monotonic() + ARRIVE_S
     while not fn():
@@ -77,7 +50,7 @@ def test_partitions_moving_during_an_outage_lose_nothing(kafka_config: dict[str,
     keep-alive polls returned their messages, which were thrown away and later committed past."""
     raw = demo_config()
     raw["kafka"] = {**kafka_config, "partitions": 6}
-    raw["postgres"] = {"dsn": through(postgres_dsn, proxy), "schema": schema}
+    raw["postgres"] = {"dsn": proxy.route(postgres_dsn), "schema": schema}
     raw["sinks"] = {"postgres": {"batch_size": 5, "linger_ms": 10}}
     cfg = build_config(raw)
     apply_topics(cfg)
@@ -95,8 +68,8 @@ def test_partitions_moving_during_an_outage_lose_nothing(kafka_config: dict[str,
             producer.produce(topic, serde.encode(command, topic), key=command.key)
         producer.flush(30)
 
-    a = Member(cfg)  # both reach PostgreSQL through the proxy
-    b = Member(cfg)
+    a = SinkMember(cfg)  # both reach PostgreSQL through the proxy
+    b = SinkMember(cfg)
     wait("the two members share the partitions", lambda: a.owned() + b.owned() == 6 and b.owned() > 0)
     proxy.cut()
     send(0)

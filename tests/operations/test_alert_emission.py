@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -91,13 +91,6 @@ def started() -> Iterator[Callable[[Callable[[threading.Event], None]], Running]
             r.stop()
 
 
-def through(dsn: str, proxy: TcpProxy) -> str:
-    url = urlsplit(dsn)
-    netloc = url.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
 def config(kafka_config: dict[str, Any], dsn: str, schema: str, org: Any = None, **alerts: Any) -> SfsyncConfig:
     raw = demo_config()
     raw["kafka"] = kafka_config
@@ -132,7 +125,7 @@ def test_a_sink_cut_off_its_target_for_longer_than_the_limit_alerts_once_then_re
         kafka_config: dict[str, Any], postgres_dsn: str, schema: str, started: Any) -> None:
     proxy = TcpProxy(*(lambda u: (u.hostname or "127.0.0.1", u.port or 5432))(urlsplit(postgres_dsn)))
     try:
-        cfg = config(kafka_config, through(postgres_dsn, proxy), schema)
+        cfg = config(kafka_config, proxy.route(postgres_dsn), schema)
         init_schema(cfg, demo=True)
         proxy.cut()  # PostgreSQL unreachable from the start: the sink keeps probing
         runner = SinkRunner(cfg, PostgresSink(cfg, retry_after=0.2, connect_timeout=1), down_after_s=1.0)

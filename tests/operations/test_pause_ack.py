@@ -7,22 +7,20 @@ took the pause a fetch wait later: a change made right after the command could s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 import yaml
 from netproxy import TcpProxy
+from sink_member import SinkMember
 from typer.testing import CliRunner
 
-from consumers.postgres.sink import PostgresSink
-from consumers.runner import SinkRunner
 from sfsync.cli import app
 from sfsync.config import SfsyncConfig, build_config
 from sfsync.database.schema import init_schema
@@ -38,21 +36,6 @@ from sfsync.serde import Serde
 ARRIVE_S = 120.0
 #: once paused, the chance a sink that ignored the pause gets to show it (it writes within a linger)
 PAUSE_PROOF_S = 1.0
-
-
-class Member:
-    """One PostgreSQL sink instance running in a thread."""
-
-    def __init__(self, cfg: SfsyncConfig) -> None:
-        self.stop = threading.Event()
-        self.runner = SinkRunner(cfg, PostgresSink(cfg, retry_after=0.3, connect_timeout=1))
-        self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def leave(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
 
 
 def configure(kafka_config: dict[str, Any], dsn: str, schema: str, tmp_path: Path) -> tuple[SfsyncConfig, Path]:
@@ -75,8 +58,8 @@ def setup(kafka_config: dict[str, Any], postgres_dsn: str, schema: str, tmp_path
 
 
 @pytest.fixture
-def member(setup: tuple[SfsyncConfig, Path]) -> Iterator[Member]:
-    m = Member(setup[0])
+def member(setup: tuple[SfsyncConfig, Path]) -> Iterator[SinkMember]:
+    m = SinkMember(setup[0])
     yield m
     if m.thread.is_alive():
         m.leave()
@@ -122,7 +105,7 @@ def put_ack(cfg: SfsyncConfig, ack: SinkAck) -> None:
 
 
 def test_pause_returns_once_the_running_sink_took_it_and_nothing_made_after_is_written(
-        setup: tuple[SfsyncConfig, Path], member: Member) -> None:
+        setup: tuple[SfsyncConfig, Path], member: SinkMember) -> None:
     """Failed before acknowledgements: right after ``sfsync pause`` returned the running sink still held the
     state without the pause (it follows the control topic a fetch wait later)."""
     cfg, path = setup
@@ -194,10 +177,9 @@ def test_a_batch_held_through_an_outage_meets_an_object_pause_made_meanwhile(
     out the outage, then wrote the batch it had read before the pause once PostgreSQL was back."""
     url = urlsplit(postgres_dsn)
     proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    user, _, _ = url.netloc.rpartition("@")
-    through = urlunsplit(url._replace(netloc=f"{user}@127.0.0.1:{proxy.port}" if user else f"127.0.0.1:{proxy.port}"))
+    through = proxy.route(postgres_dsn)
     cfg, path = configure(kafka_config, through, schema, tmp_path)
-    member = Member(cfg)
+    member = SinkMember(cfg)
     try:
         send(cfg, range(1))
         wait_for("the sink writes", lambda: landed(cfg, postgres_dsn) == {"n0"})

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -45,13 +45,6 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = GUARD) -> Any:
         time.sleep(0.1)
 
 
-def through(dsn: str, proxy: TcpProxy) -> str:
-    url = urlsplit(dsn)
-    netloc = url.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{proxy.port}"
-    return urlunsplit(url._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
-
-
 def states(cfg: SfsyncConfig) -> list[tuple[str, str]]:
     return [(alert_cause(a), "resolved" if is_resolved(a) else "open") for a in read_alerts(cfg)
             if a.kind is AlertKind.CONNECTION_DOWN]
@@ -68,7 +61,7 @@ def proxy(postgres_dsn: str) -> Iterator[TcpProxy]:
 @pytest.fixture
 def cfg(postgres_dsn: str, kafka_config: dict[str, Any], proxy: TcpProxy) -> Iterator[SfsyncConfig]:
     schema = new_schema_name()
-    config = make_config(through(postgres_dsn, proxy), schema, kafka=kafka_config)
+    config = make_config(proxy.route(postgres_dsn), schema, kafka=kafka_config)
     init_schema(config, demo=True)
     apply_topics(config)
     yield config

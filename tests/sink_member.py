@@ -1,0 +1,30 @@
+"""A PostgreSQL sink instance running in a thread of the test process (a replica of ``sfsync run
+postgres-sink``), for tests that start, stop and count sink replicas. On the test path through
+``pythonpath = ["tests"]``."""
+
+from __future__ import annotations
+
+import threading
+
+from consumers.postgres.sink import PostgresSink
+from consumers.runner import SinkRunner
+from sfsync.config import SfsyncConfig
+
+
+class SinkMember:
+    """One sink replica: its runner, started at once; :meth:`leave` stops it cleanly."""
+
+    def __init__(self, cfg: SfsyncConfig) -> None:
+        self.stop = threading.Event()
+        self.runner = SinkRunner(cfg, PostgresSink(cfg, retry_after=0.3, connect_timeout=1))
+        self.thread = threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def owned(self) -> int:
+        """How many partitions the replica holds now."""
+        return len(self.runner._owned)
+
+    def leave(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
