@@ -46,9 +46,12 @@ def postgres_producer(cfg: SfsyncConfig, stop: threading.Event, health: Health) 
 
 
 def processor(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:
+    import logging
+
     from processors.app import run
 
-    run(cfg, health=health)
+    # the faust worker sets up the process's logging again: at the level ``sfsync run --log-level`` gave
+    run(cfg, loglevel=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(), health=health)
 
 
 def postgres_sink(cfg: SfsyncConfig, stop: threading.Event, health: Health) -> None:

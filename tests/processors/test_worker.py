@@ -710,3 +710,13 @@ def test_a_dead_lettered_change_is_failed_in_the_records_status(processor_harnes
     letters = [parse_failure_headers(m.headers()) for m in h.read(h.names.dlq("postgres"))]
     assert [(i.error_class, i.origin) for i in letters] == [("CoercionError", Origin(h.names.changes_inbound, 0,
                                                                                       offset))]
+
+
+def test_the_workers_own_info_lines_reach_its_log(processor_harness: ProcessorHarness) -> None:
+    """``sfsync run processor`` logs at the level it was given (info by default), as every other role does:
+    the assignment, the periodic counts and the heap reclaim are info lines the runbook points to. Failed
+    before: the faust worker set the process's logging to warn once it started, so none of them appeared."""
+    h = processor_harness
+    h.start()
+    log = h.roles.log_path(ROLE).read_text(errors="replace")
+    assert "rebalance complete: " in log and "assigned " in log, log[-3000:]
