@@ -172,6 +172,8 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
     topic(links)
     entries = EntryCache()
     wait_s = cfg.processor.identity_wait_s
+    #: how often parked changes are checked for a handover that did not come (a fraction of the wait)
+    give_up_every = min(1.0, max(0.05, wait_s / 4))
     #: when this worker last read a links message (a backlog delays handovers, :func:`wait_over`)
     last_link = [time.monotonic()]
     partitions = list(range(cfg.kafka.partitions))
@@ -234,7 +236,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
         if link.partition is None:  # the record of a move made in place (moved_here): nobody waits for it
             return []
         local = link.kafka_key.encode()
-        raw = records.data.get(local)
+        raw = read_in_partition(records.data, msg.partition, local)  # co-partitioned: the local key's partition
         stored = load_entry(raw)
         answer = Link(kind=LinkKind.HANDOVER, object=link.object, sfid=link.sfid, local_key=link.local_key,
                       entry=raw if stored is not None else None)
@@ -261,7 +263,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             out.append(Outgoing(None, None, b"", [], local, dump_entry(named), named, state_partition=partition))
         return adopt(found, sfid, local_key), out
 
-    def decide(event: Any) -> list[Outgoing] | Parked | Handover:
+    def decide(event: Any, released: bool = False) -> list[Outgoing] | Parked | Handover:
         """What to send for one event (``[]``: nothing). Sends nothing, stores nothing; raises
         ``RegistryError`` when the registry fails, anything else is about the change itself (a change that
         decoded and then failed unexpectedly is dead-lettered here, with its Failed status). A change that
@@ -279,7 +281,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             stats.add(counter(direction, "decode_failed"))
             return [_dead_letter(dlq, event, Failure(FailureKind.PERMANENT, "DecodeError", e.reason))]
         try:
-            return decide_change(event, change, side, direction, dlq)
+            return decide_change(event, change, side, direction, dlq, released)
         except RegistryError:
             raise
         except Exception as e:  # deciding is pure: an error there is about this change
@@ -288,7 +290,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                           msg.offset)
             return dead_letter(change, side, dlq, event, Failure(FailureKind.PERMANENT, type(e).__name__, str(e)))
 
-    def decide_change(event: Any, change: ChangeEvent, side: Side, direction: str, dlq: str
+    def decide_change(event: Any, change: ChangeEvent, side: Side, direction: str, dlq: str, released: bool = False
                       ) -> list[Outgoing] | Parked:
         """:func:`decide` for a change that decoded."""
         msg = event.message
@@ -310,9 +312,11 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             stats.add(counter(direction, "unmapped_fields"), len(result.unmapped_fields))
         key: bytes | None = event.key
         state_key = key or change.key.encode()
-        if state_key in waiting_since:
-            return Parked(state_key, None)
-        raw = records.data.get(state_key)  # the store itself: faust's Table.get adds sensors and a default lookup
+        if state_key in waiting_since and not released:
+            return Parked(state_key, None)  # behind the changes of the key parked before it
+        # the store itself, by the event's partition: faust's Table.get adds sensors and a default lookup, and
+        # its store goes by the event being handled, which a change released from a timer is not
+        raw = read_in_partition(records.data, msg.partition, state_key)
         stored = entries.get(state_key, raw)
         if stored is None and raw is not None:
             stored = load_entry(raw)
@@ -436,12 +440,12 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             if not delivery.cancelled() and delivery.exception() is None:
                 records.data.set_persisted_offset(tp, delivery.result().offset)
 
-        async def handle(held: _Held) -> None:
+        async def handle(held: _Held, released: bool = False) -> None:
             """Decide one held event and send what it makes; or park it; or adopt a handover and decide the
-            changes parked for it."""
+            changes parked for it. ``released``: a parked change decided now (:func:`release`)."""
             event = held.event
             try:
-                outs = decide(event)
+                outs = decide(event, released)
             except RegistryError as e:
                 await stop_worker(event, e)
             except Exception as e:  # deciding is pure: an error there is about this change
@@ -467,7 +471,7 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             if isinstance(outs, Handover):
                 key = outs.state_key
                 adopted: list[Outgoing] = []
-                if records.data.get(key) is None:
+                if read_in_partition(records.data, event.message.partition, key) is None:
                     entry = adopt(load_entry(outs.link.entry), outs.link.sfid, outs.link.local_key)
                     adopted.append(Outgoing(None, None, b"", [], key, dump_entry(entry), entry))
                 await emit(held, adopted)
@@ -480,26 +484,52 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             if exc is not None:
                 failed_delivery(event, exc)
 
-        async def release(key: bytes) -> None:
-            """Decide the events parked under ``key``, in the order they were read."""
-            waiting_since.pop(key, None)
-            for waiting in parked.pop(key, []):
-                await handle(waiting)
+        #: keys whose parked changes are being decided (:func:`release`)
+        releasing: set[bytes] = set()
 
-        async def give_up_waiting(partition: int) -> None:
-            """Decide changes of ``partition`` (the event being processed: the Table writes go to its
-            partition) whose handover did not come in time, without it (:mod:`processors.identity`)."""
+        async def release(key: bytes) -> None:
+            """Decide the events parked under ``key``, in the order they were read, those parked while this runs
+            included (the key stays in ``waiting_since`` until the last is decided, so a new change of it queues
+            behind them). One release per key at a time: a handover that comes while the give-up releases the
+            key leaves it to that release."""
+            if key in releasing:
+                return
+            releasing.add(key)
+            try:
+                while waiting := parked.get(key):
+                    await handle(waiting.pop(0), released=True)
+            finally:
+                releasing.discard(key)
+                parked.pop(key, None)
+                waiting_since.pop(key, None)
+
+        async def give_up_waiting() -> None:
+            """Decide, without it, the changes whose handover did not come in time (:mod:`processors.identity`),
+            whatever partition they wait on. Runs beside the agent (:func:`give_up_loop`): a parked change's
+            partition may get no other event for as long as it likes. The Table is read and written by the
+            parked change's partition, not by an event being handled."""
             now = time.monotonic()
             for key, (since, on, sfid, local_key) in list(waiting_since.items()):
-                if on == partition and wait_over(since, last_link[0], now, wait_s):
-                    stats.add("identity.timed_out")
-                    log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
-                                key.decode(errors="replace"), now - since)
-                    if records.data.get(key) is None:  # the store only, no changelog record: a worker that
-                        # recovers from the changelog (a new machine) may pull for it again
-                        entry = adopt(None, sfid, local_key)
-                        records.data[key] = dump_entry(entry)
-                    await release(key)
+                if key in releasing or not wait_over(since, last_link[0], now, wait_s):
+                    continue
+                stats.add("identity.timed_out")
+                log.warning("%s: no handover of its state within %.0f s; deciding its changes without it",
+                            key.decode(errors="replace"), now - since)
+                if read_in_partition(records.data, on, key) is None:  # the store only, no changelog record: a
+                    # worker that recovers from the changelog (a new machine) may pull for it again
+                    write_in_partition(records.data, on, key, dump_entry(adopt(None, sfid, local_key)))
+                await release(key)
+
+        async def give_up_loop() -> None:
+            try:
+                while not acks.failed:
+                    await asyncio.sleep(give_up_every)
+                    if waiting_since:
+                        await give_up_waiting()
+            except Exception as e:  # a bug here must not leave changes parked for good: stop, commit nothing
+                log.critical("stopping the worker: giving up on parked changes failed: %s: %s", type(e).__name__, e)
+                exit_unless_gone(STOP_GRACE_S, 1, f"{type(e).__name__} while giving up on parked changes")
+                await app.crash(e)
 
         async def emit(held: _Held, outs: list[Outgoing]) -> None:
             """Send ``outs``, record their Table entries, acknowledge ``held`` once all of it was delivered."""
@@ -520,11 +550,9 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
                         # state it produced; a kill then restores a state one decision behind. The record goes
                         # through the same producer, awaited for delivery like a command.
                         partition = msg.partition if out.state_partition is None else out.state_partition
-                        if partition == msg.partition:
-                            records.data[out.state_key] = out.state_value
-                        else:
-                            assert out.state_value is not None
-                            write_in_partition(records.data, partition, out.state_key, out.state_value)
+                        assert out.state_value is not None  # every entry is dump_entry's; none is deleted
+                        # by partition, not by faust's current event: a released change is decided from a timer
+                        write_in_partition(records.data, partition, out.state_key, out.state_value)
                         if out.entry is not None and out.state_value is not None:
                             entries.put(out.state_key, out.state_value, out.entry)
                         delivery = asyncio.ensure_future(await producer.send(
@@ -541,36 +569,38 @@ def build_app(cfg: SfsyncConfig, web_port: int | None = None) -> tuple[faust.App
             else:
                 acks.done(held)
 
-        async for event in stream.events():
-            stats.events += 1
-            msg = event.message
-            if not order.known(msg.tp):
-                start_assigned()
-            check = order.check(msg.tp, msg.topic, msg.offset)
-            if check.verdict is Verdict.SEEK:
-                assert check.seek is not None
-                log.warning("%s[%d]: offset %d read while %d was next; reading again from %d", msg.topic,
-                            msg.partition, msg.offset, check.seek, check.seek)
-                stats.add("source_reread")
-                await app.consumer.reread(msg.tp, check.seek)  # type: ignore[attr-defined]  # transport
-            if check.verdict in (Verdict.SEEK, Verdict.DROP):
-                event.message.incref()  # never acknowledged: the re-read copy is processed instead
-                continue
-            if check.verdict is Verdict.HOLE:
-                assert check.gap is not None
-                await stop_worker(event, SkippedRecords(
-                    f"{msg.topic}[{msg.partition}]: offsets {check.gap[0]}..{check.gap[1] - 1} were not "
-                    "returned by the broker, read again"))
-            if check.reread:
-                app.consumer.reread_arrived(msg.tp, msg.offset)  # type: ignore[attr-defined]
-            if check.gap is not None:
-                await app.consumer.add_confirmed_gap(msg.tp, *check.gap)  # type: ignore[attr-defined]
-            held = acks.hold(event)
-            if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
-                await _parked()
-            await handle(held)
-            if waiting_since:
-                await give_up_waiting(msg.partition)
+        give_up = asyncio.ensure_future(give_up_loop())  # beside the stream: a quiet partition has no event
+        try:
+            async for event in stream.events():
+                stats.events += 1
+                msg = event.message
+                if not order.known(msg.tp):
+                    start_assigned()
+                check = order.check(msg.tp, msg.topic, msg.offset)
+                if check.verdict is Verdict.SEEK:
+                    assert check.seek is not None
+                    log.warning("%s[%d]: offset %d read while %d was next; reading again from %d", msg.topic,
+                                msg.partition, msg.offset, check.seek, check.seek)
+                    stats.add("source_reread")
+                    await app.consumer.reread(msg.tp, check.seek)  # type: ignore[attr-defined]  # transport
+                if check.verdict in (Verdict.SEEK, Verdict.DROP):
+                    event.message.incref()  # never acknowledged: the re-read copy is processed instead
+                    continue
+                if check.verdict is Verdict.HOLE:
+                    assert check.gap is not None
+                    await stop_worker(event, SkippedRecords(
+                        f"{msg.topic}[{msg.partition}]: offsets {check.gap[0]}..{check.gap[1] - 1} were not "
+                        "returned by the broker, read again"))
+                if check.reread:
+                    app.consumer.reread_arrived(msg.tp, msg.offset)  # type: ignore[attr-defined]
+                if check.gap is not None:
+                    await app.consumer.add_confirmed_gap(msg.tp, *check.gap)  # type: ignore[attr-defined]
+                held = acks.hold(event)
+                if acks.failed:  # a delivery failed and the worker is stopping: process nothing more
+                    await _parked()
+                await handle(held)
+        finally:
+            give_up.cancel()
 
     process.__name__ = "records_agent"
     app.agent(app.topic(names.changes_inbound, names.changes_outbound, links, key_type=bytes, value_type=bytes,

@@ -23,7 +23,9 @@ A record created in Salesforce never pulls: its first change is Salesforce's cre
 key. A parked change that waited ``processor.identity_wait_s`` during which the worker read nothing from the
 links topic (a pull or handover that cannot come) is decided without it, as if the record were new, and logged
 (:func:`wait_over`); while links keep arriving the round trip is late, not lost (a backlog: both messages queue
-behind the changes the workers have read), so it waits on, up to :data:`WAIT_CAP` times that.
+behind the changes the workers have read), so it waits on, up to :data:`WAIT_CAP` times that. The wait is
+checked on a timer beside the worker's stream, not after events: the parked change's partition may get no
+other event at all.
 
 A worker that holds the local key's partition as well (always, with one worker) does not go round: it reads the
 entry there, adopts it and decides at once, and records the sfid under the local key in that partition

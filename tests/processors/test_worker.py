@@ -9,6 +9,7 @@ test has its own topic prefix (the ``kafka_config`` fixture).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka_helpers import running_broker
@@ -720,3 +722,59 @@ def test_the_workers_own_info_lines_reach_its_log(processor_harness: ProcessorHa
     h.start()
     log = h.roles.log_path(ROLE).read_text(errors="replace")
     assert "rebalance complete: " in log and "assigned " in log, log[-3000:]
+
+
+def test_a_change_whose_handover_never_comes_is_decided_without_it_on_a_quiet_partition(
+        processor_harness: ProcessorHarness) -> None:
+    """Two workers; the second is stopped (SIGSTOP) before any change comes, so a pull sent to its partitions
+    is never answered. One change per partition, each under an sfid key whose local key lives on the next
+    partition: the first worker holds at least one partition whose next one is the stopped worker's, so it
+    parks that change and pulls. Nothing else arrives on that partition. Once ``processor.identity_wait_s``
+    has passed with the links topic quiet, the change is decided without its state (logged, and its command
+    sent), before the stopped worker's session runs out and a rebalance gives everything to the first.
+
+    Failed before: a parked change was given up only after another event of its own partition was handled,
+    so on a quiet partition it stayed parked until the rebalance (then re-read and moved in place: no
+    give-up logged)."""
+    h = processor_harness
+    h.raw["processor"] = {**h.raw.get("processor", {}), "identity_wait_s": 0.5}
+    h.write_config()
+    h.roles.start(ROLE)
+    h.roles.start(f"{ROLE}#2")
+    h.roles.wait_ready(timeout=3 * HANG_GUARD_S, names=[ROLE, f"{ROLE}#2"])
+    os.kill(h.roles.procs[f"{ROLE}#2"].pid, signal.SIGSTOP)  # alive, holding its partitions, answering nothing
+    log_path = h.roles.log_path(ROLE)
+    mark = len(log_path.read_text(errors="replace"))
+    try:
+        partitioner = DefaultPartitioner()
+        n = h.cfg.kafka.partitions
+
+        def key_on(partition: int, make: Callable[[int], str]) -> str:
+            return next(k for i in range(10_000) if partitioner((k := make(i)).encode(), list(range(n)),
+                                                                   list(range(n))) == partition)
+
+        source, target = h.names.changes_outbound, h.names.apply_salesforce
+        after = h.ends(target)
+        sfids: dict[str, str] = {}
+        for p in range(n):
+            local = key_on((p + 1) % n, lambda i: f"Contact:local:{i}").rsplit(":", 1)[1]
+            key = key_on(p, lambda i: f"Contact:003{i:015d}")
+            sfid = key.split(":", 1)[1]
+            change = replace(outbound_change(local, title=f"t-{p}"), sfid=sfid)
+            h.produce(source, change, key.encode(), partition=p)
+            sfids[sfid] = local
+
+        def since_stop() -> str:
+            return log_path.read_text(errors="replace")[mark:]
+
+        def given_up() -> list[str]:
+            return [sfid for sfid in sfids if f"Contact:{sfid}: no handover of its state" in since_stop()]
+
+        gone = h.wait_until(given_up, "a parked change given up on its quiet partition")
+        log = since_stop()
+        first_give_up = min(log.index(f"Contact:{sfid}: no handover") for sfid in gone)
+        assert "partitions revoked" not in log[:first_give_up], "decided only after a rebalance"
+        h.wait_until(lambda: {c.sfid for c in h.commands(target, after)} >= set(gone) or None,
+                     "the given-up changes' commands")
+    finally:
+        h.roles.kill(f"{ROLE}#2", signal.SIGKILL)
