@@ -28,9 +28,11 @@ changes nothing else (keys, values, partition files, recovery and offsets are fa
 registered in faust's store registry when this module is imported (what a ``faust.stores`` entry point
 does), which :mod:`processors.app` does before it builds the app.
 
-Writes outside an event: faust's RocksDB store files a ``records.data[key] = value`` under the partition of
-the event being processed (``faust.streams.current_event()``); the agent writes only inside its
-``async for event in stream.events()`` loop, and sends the changelog record to that same partition number.
+Reads and writes by partition: faust's RocksDB store files a ``records.data[key] = value`` under the partition
+of the event being processed (``faust.streams.current_event()``), and a change released from a timer (a
+parked change given up, :mod:`processors.identity`) is not that event. So the processor reads and writes its
+Table only through :func:`read_in_partition` / :func:`write_in_partition`, with the partition of the change
+the entry belongs to, and sends the changelog record to that same partition number.
 """
 
 from __future__ import annotations
@@ -152,9 +154,9 @@ def read_in_partition(store: Any, partition: int, key: bytes) -> bytes | None:
     """``key``'s value in the table's ``partition``, whatever event is being handled.
 
     faust's RocksDB store reads and writes the database of the current event's partition
-    (``current_event()``); the identity move (:mod:`processors.identity`) reads a local key's entry while
-    handling a change of another partition, when this worker holds both. The memory store keeps one
-    mapping for every partition."""
+    (``current_event()``); the processor asks by the partition of the change an entry belongs to (the
+    identity move reads a local key's entry while handling a change of another partition, and a released
+    change is decided outside any event). The memory store keeps one mapping for every partition."""
     if isinstance(store, faust_rocksdb.Store):
         value: bytes | None = store._db_for_partition(partition).get(key)
         return value
