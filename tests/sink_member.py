@@ -9,6 +9,14 @@ import threading
 from consumers.postgres.sink import PostgresSink
 from consumers.runner import SinkRunner
 from sfsync.config import SfsyncConfig
+from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, Source, utcnow
+
+
+def account_upsert(i: int) -> ApplyCommand:
+    """The processor's command to upsert Account ``001<i>`` with name ``n<i>`` (a change from Salesforce)."""
+    return ApplyCommand(target=ApplyTarget.LOCAL, object="Account", operation=ApplyOperation.UPSERT,
+                        sfid=f"001{i:015d}", values={"name": f"n{i}"}, fields=["name"], source=Source.SALESFORCE,
+                        source_event_id=f"e{i}", source_commit_ts=utcnow(), source_position=str(i))
 
 
 class SinkMember:

@@ -14,14 +14,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from netproxy import TcpProxy
-from sink_member import SinkMember
+from sink_member import SinkMember, account_upsert
 
 from sfsync.config import build_config
 from sfsync.database.schema import init_schema
 from sfsync.devstack.stack import demo_config
 from sfsync.kafka.clients import make_producer
 from sfsync.kafka.topics import TopicNames, apply_topics
-from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, Source, utcnow
 from sfsync.serde import Serde
 
 ARRIVE_S = 120.0
@@ -61,10 +60,7 @@ def test_partitions_moving_during_an_outage_lose_nothing(kafka_config: dict[str,
 
     def send(first: int) -> None:
         for i in range(first, first + N):
-            command = ApplyCommand(target=ApplyTarget.LOCAL, object="Account", operation=ApplyOperation.UPSERT,
-                                   sfid=f"001{i:015d}", values={"name": f"n{i}"}, fields=["name"],
-                                   source=Source.SALESFORCE, source_event_id=f"e{i}", source_commit_ts=utcnow(),
-                                   source_position=str(i))
+            command = account_upsert(i)
             producer.produce(topic, serde.encode(command, topic), key=command.key)
         producer.flush(30)
 

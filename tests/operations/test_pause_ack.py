@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import yaml
 from netproxy import TcpProxy
-from sink_member import SinkMember
+from sink_member import SinkMember, account_upsert
 from typer.testing import CliRunner
 
 from sfsync.cli import app
@@ -30,7 +30,7 @@ from sfsync.kafka.topics import TopicNames, apply_topics
 from sfsync.operations.acks import ack_key
 from sfsync.operations.control import ControlScope, read_control, suspended_fields
 from sfsync.operations.status import direction_summaries
-from sfsync.records import ApplyCommand, ApplyOperation, ApplyTarget, Direction, SinkAck, Source, utcnow
+from sfsync.records import Direction, SinkAck, utcnow
 from sfsync.serde import Serde
 
 ARRIVE_S = 120.0
@@ -74,10 +74,7 @@ def send(cfg: SfsyncConfig, numbers: range) -> None:
     producer = make_producer(cfg.kafka, "test")
     serde = Serde.from_config(cfg.kafka)
     for i in numbers:
-        command = ApplyCommand(target=ApplyTarget.LOCAL, object="Account", operation=ApplyOperation.UPSERT,
-                               sfid=f"001{i:015d}", values={"name": f"n{i}"}, fields=["name"],
-                               source=Source.SALESFORCE, source_event_id=f"e{i}", source_commit_ts=utcnow(),
-                               source_position=str(i))
+        command = account_upsert(i)
         producer.produce(topic, serde.encode(command, topic), key=command.key)
     producer.flush(30)
 
